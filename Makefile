@@ -1,0 +1,46 @@
+# One command sets up and runs each job: `make run`, `make test`.
+# CPU machines: torch is pinned to the CPU wheel. GPU users override, e.g.
+#   make run TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
+PYTHON      ?= python3.11
+VENV        ?= .venv
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
+PY          := $(VENV)/bin/python
+SHELL       := /bin/bash
+# pip on some machines warns about missing local index folders: keep the log readable.
+QUIET_PIP   := 2>&1 | { grep -v "is ignored" || true; }
+STAMP       := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run test lint clean bootstrap
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	set -o pipefail; $(PY) -m pip install -q --upgrade pip $(QUIET_PIP)
+	set -o pipefail; $(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)" $(QUIET_PIP)
+	set -o pipefail; $(PY) -m pip install -q -e ".[dev]" $(QUIET_PIP)
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m flows.cli run --config configs/builtin.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bootstrap: $(STAMP)
+	$(PY) -m models.bootstrap --config configs/builtin.yaml
+
+clean:
+	rm -rf $(VENV) .src

@@ -1,0 +1,302 @@
+"""The one typed config of the project: a root model with one section per SRC stage.
+
+Loaded from YAML (`configs/*.yaml`), then overridden field by field with `section.field=value`
+strings (from the command line or Prefect deployment parameters). Unknown keys and bad values
+are errors naming the field path and the value.
+
+Fields marked `runtime=True` (batch sizes, device, workers) change how fast a stage runs, not
+what it produces; `stage_signature()` leaves them out so tuning throughput never invalidates
+a cached result.
+
+    python -m data.config configs/builtin.yaml dpo.beta=0.2   # prints the resolved config
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or an override; the message names field and value."""
+
+
+def runtime(default: Any, description: str, **kw: Any) -> Any:
+    """A field that changes speed or placement only; excluded from cache keys."""
+    return Field(default, description=description, json_schema_extra={"runtime": True}, **kw)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    world: Literal["shapes"] = Field("shapes", description="built-in dataset to generate")
+    image_size: int = Field(64, ge=16, le=1024, description="image side in pixels")
+    grid: int = Field(3, ge=2, le=8, description="the scene is a grid x grid board")
+    min_objects: int = Field(2, ge=1, description="fewest objects in a scene")
+    max_objects: int = Field(5, ge=1, description="most objects in a scene")
+    families: list[str] = Field(
+        default_factory=lambda: ["count_color", "count_shape", "color_of", "exists", "left_right"],
+        description="question families to generate",
+    )
+    n_pretrain: int = Field(60000, ge=0, description="short-answer questions for the base model")
+    n_rationale: int = Field(4000, ge=0, description="questions with gold rationales (stage 1)")
+    n_pool: int = Field(6000, ge=0, description="calibration pool (stages 2-5)")
+    n_eval: int = Field(1000, ge=0, description="held-out evaluation questions")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.min_objects > self.max_objects:
+            raise ValueError(
+                f"min_objects ({self.min_objects}) > max_objects ({self.max_objects})"
+            )
+        if self.max_objects > self.grid * self.grid:
+            raise ValueError(
+                f"max_objects ({self.max_objects}) does not fit a {self.grid}x{self.grid} grid"
+            )
+        known = {"count_color", "count_shape", "color_of", "exists", "left_right"}
+        bad = [f for f in self.families if f not in known]
+        if bad or not self.families:
+            raise ValueError(f"families {bad or '[]'} not in {sorted(known)}")
+        return self
+
+
+class ModelConfig(Section):
+    base: str = Field(
+        "builtin",
+        description="'builtin' (the committed tiny LLaVA) or a local path / hub id of an LVLM",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
+    trust_remote_code: bool = Field(False, description="only for models that need it, by name")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory in training")
+    device: str = runtime("auto", "'auto', 'cpu', 'cuda', 'cuda:1', ...")
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="module names to adapt, or 'all-linear' (language model only)"
+    )
+
+
+class RationaleSFTConfig(Section):
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    learning_rate: float = Field(2e-3, gt=0, description="AdamW learning rate")
+    max_steps: int = Field(300, ge=1, description="optimizer steps")
+    batch_size: int = Field(16, ge=1, description="examples per step (changes the result)")
+    max_examples: int = Field(0, ge=0, description="cap on training examples; 0 = all")
+
+
+class SearchConfig(Section):
+    mode: Literal["beam", "sample"] = Field("beam", description="sentence-level beam or sampling")
+    beams: int = Field(4, ge=1, description="B: live beams kept per question")
+    per_beam: int = Field(3, ge=1, description="K: sampled continuations per beam and step")
+    temperature: float = Field(0.9, gt=0, description="T: sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1.0, description="nucleus sampling mass")
+    n_candidates: int = Field(6, ge=2, description="N: distinct candidates kept per question")
+    max_sentences: int = Field(8, ge=1, description="give up on a beam after this many sentences")
+    max_sentence_tokens: int = Field(32, ge=1, description="tokens per sentence step at most")
+    batch_size: int = runtime(64, "sequences per forward pass")
+
+
+class ScorerConfig(Section):
+    model: str = Field("builtin", description="'builtin' (train the tiny judge) or a path / hub id")
+    mode: Literal["pairwise", "pointwise"] = Field("pairwise", description="judging mode")
+    use_gold_answer: bool = Field(True, description="show the gold answer to the judge")
+    max_length: int = Field(512, ge=64, description="tokens per judge input; candidates are cut")
+    train_steps: int = Field(600, ge=1, description="judge SFT steps (builtin judge only)")
+    train_batch_size: int = Field(32, ge=1, description="judge SFT batch (changes the result)")
+    learning_rate: float = Field(2e-3, gt=0, description="judge SFT learning rate")
+    lm_loss_weight: float = Field(1.0, ge=0, description="weight of the language-model loss")
+    n_train_items: int = Field(3000, ge=1, description="gold rationales to perturb for training")
+    batch_size: int = runtime(64, "judge inputs per forward pass")
+
+
+class CurationConfig(Section):
+    delta: float = Field(0.2, ge=0.0, le=1.0, description="minimum s_chosen - s_rejected")
+    require_correct_chosen: bool = Field(True, description="drop prompts whose chosen is wrong")
+    weighting: Literal["confidence", "uniform"] = Field(
+        "confidence", description="'uniform' = plain mean of p(i>j) (ablation)"
+    )
+    preference: Literal["rationale", "answer_only"] = Field(
+        "rationale", description="'answer_only' = correct vs wrong answer (ablation)"
+    )
+
+
+class DPOConfig(Section):
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    beta: float = Field(0.1, gt=0, description="DPO temperature")
+    loss_type: list[str] = Field(
+        default_factory=lambda: ["sigmoid", "sft"], description="TRL loss types, summed"
+    )
+    loss_weights: list[float] | None = Field(None, description="one weight per loss type")
+    use_pair_weights: bool = Field(True, description="multiply each pair's loss by its weight")
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate")
+    max_steps: int = Field(100, ge=1, description="optimizer steps per iteration")
+    batch_size: int = Field(8, ge=1, description="pairs per step (changes the result)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DPOConfig":
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"got {len(self.loss_weights)} loss_weights for {len(self.loss_type)} loss types"
+            )
+        return self
+
+
+class EvalConfig(Section):
+    max_questions: int = Field(0, ge=0, description="cap on held-out questions; 0 = all")
+    max_new_tokens: int = Field(96, ge=1, description="greedy decoding budget")
+    n_samples: int = Field(32, ge=0, description="responses kept as samples")
+    batch_size: int = runtime(64, "questions per generate call")
+
+
+class IterateConfig(Section):
+    iterations: int = Field(2, ge=0, description="T: SRC iterations after rationale SFT")
+    prompts_per_iteration: int = Field(500, ge=1, description="calibration prompts per iteration")
+
+
+class TrackingConfig(Section):
+    experiment: str = Field("src", min_length=1, description="MLflow experiment name")
+    tracking_uri: str | None = Field(
+        None, description="MLflow URI; default: $MLFLOW_TRACKING_URI, else a local SQLite store"
+    )
+
+
+class RuntimeConfig(Section):
+    num_threads: int = runtime(0, "torch threads; 0 = torch's default")
+    progress: bool = runtime(True, "show progress bars / log lines")
+
+
+class SRCConfig(Section):
+    seed: int = Field(0, description="seed of everything (data, init, sampling)")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    rationale_sft: RationaleSFTConfig = Field(default_factory=RationaleSFTConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
+    curation: CurationConfig = Field(default_factory=CurationConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    iterate: IterateConfig = Field(default_factory=IterateConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {path}: unknown key (value {e['input']!r})")
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  {path}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _set_path(tree: dict, path: str, value: Any) -> None:
+    keys = path.split(".")
+    node = tree
+    for i, k in enumerate(keys[:-1]):
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {path}: {'.'.join(keys[: i + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """`["dpo.beta=0.2", "search.mode=sample"]` -> `{"dpo.beta": 0.2, ...}` (YAML-typed values)."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.field=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty field path")
+        out[key] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> SRCConfig:
+    """Load a YAML config, apply `section.field=value` overrides, validate.
+
+    Raises:
+        ConfigError: file missing or not a mapping, unknown key, or bad value (named).
+    """
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping, got {type(loaded).__name__}")
+        tree, source = loaded, str(p)
+    parsed = parse_overrides(overrides)
+    for key, value in parsed.items():
+        _set_path(tree, key, value)
+    if parsed:
+        source += " + overrides " + ", ".join(f"{k}={v!r}" for k, v in parsed.items())
+    try:
+        return SRCConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def _strip_runtime(model: BaseModel) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("runtime"):
+            continue
+        value = getattr(model, name)
+        out[name] = _strip_runtime(value) if isinstance(value, BaseModel) else value
+    return out
+
+
+def stage_signature(section: BaseModel) -> dict[str, Any]:
+    """The section as a plain dict without runtime knobs: what a cache key may hash."""
+    return _strip_runtime(section)
+
+
+def digest(obj: Any) -> str:
+    """Stable sha256 of a JSON-serialisable object (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def dump_config(cfg: SRCConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+if __name__ == "__main__":
+    try:
+        cfg = load_config(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:])
+    except ConfigError as e:
+        sys.exit(str(e))
+    print(dump_config(cfg))
