@@ -1,0 +1,67 @@
+"""Config loading, overrides and error messages that name the field and the value."""
+
+from pathlib import Path
+
+import pytest
+
+from data.config import ConfigError, digest, load_config, parse_overrides, stage_signature
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", ["builtin.yaml", "smoke.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(CONFIGS / name)
+    assert cfg.search.n_candidates >= 2
+
+
+def test_defaults_follow_method_md():
+    cfg = load_config()
+    s = cfg.search
+    assert (s.beams, s.per_beam, s.temperature, s.n_candidates) == (4, 3, 0.9, 6)
+    assert cfg.curation.delta == 0.2 and cfg.curation.require_correct_chosen
+    assert cfg.dpo.beta == 0.1 and cfg.dpo.loss_type == ["sigmoid", "sft"]
+    assert cfg.scorer.mode == "pairwise"
+
+
+def test_overrides_are_yaml_typed():
+    cfg = load_config(None, ["dpo.beta=0.2", "search.mode=sample", "dpo.loss_type=[sigmoid]"])
+    assert cfg.dpo.beta == 0.2 and cfg.search.mode == "sample" and cfg.dpo.loss_type == ["sigmoid"]
+    assert parse_overrides({"a.b": 1}) == {"a.b": 1}
+
+
+def test_unknown_key_names_the_path_and_value():
+    with pytest.raises(ConfigError, match=r"dpo\.betta: unknown key \(value 0\.2\)"):
+        load_config(None, ["dpo.betta=0.2"])
+
+
+def test_bad_value_names_the_path_and_value():
+    with pytest.raises(ConfigError, match=r"search\.beams: .*greater than or equal to 1 \(got -1\)"):
+        load_config(None, ["search.beams=-1"])
+    with pytest.raises(ConfigError, match="got 1 loss_weights for 2 loss types"):
+        load_config(None, ["dpo.loss_weights=[1.0]"])
+    with pytest.raises(ConfigError, match=r"max_objects \(12\) does not fit a 3x3 grid"):
+        load_config(None, ["data.max_objects=12"])
+
+
+def test_bad_override_syntax_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="not of the form"):
+        load_config(None, ["dpo.beta"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="search.beams.*is not a section"):
+        load_config(None, ["search.beams=2", "search.beams.x=1"])
+
+
+def test_runtime_knobs_do_not_change_the_stage_signature():
+    a = load_config(None, ["search.batch_size=8"])
+    b = load_config(None, ["search.batch_size=128"])
+    c = load_config(None, ["search.beams=2"])
+    assert "batch_size" not in stage_signature(a.search)
+    assert digest(stage_signature(a.search)) == digest(stage_signature(b.search))
+    assert digest(stage_signature(a.search)) != digest(stage_signature(c.search))
+    assert "device" not in stage_signature(a.model)

@@ -1,0 +1,145 @@
+"""Exact scorers on hand-made responses, malformed ones included."""
+
+import json
+
+import pytest
+
+from data.scoring import normalize_answer, parse_claims, parse_response, score_shapes, split_sentences
+
+# A hand-made 3x3 scene: red circle top-left, red square bottom-right, blue triangle middle-center.
+SCENE = {
+    "grid": 3,
+    "objects": [
+        {"color": "red", "shape": "circle", "row": 0, "col": 0},
+        {"color": "red", "shape": "square", "row": 2, "col": 2},
+        {"color": "blue", "shape": "triangle", "row": 1, "col": 1},
+    ],
+}
+
+
+def facts(query):
+    return json.dumps({**SCENE, "query": query})
+
+
+COUNT_RED = facts({"family": "count_color", "color": "red"})
+
+
+@pytest.mark.parametrize(
+    "text, rationale, answer",
+    [
+        ("There is a red circle. Answer: 1.", "There is a red circle.", "1"),
+        ("answer:  Yes!", "", "yes"),
+        ("No answer tag here.", "No answer tag here.", None),
+        ("Answer:", "", None),  # empty answer is unparsable, not ''
+        ("Answer: 2. Answer: 3.", "Answer: 2.", "3"),  # the last tag wins
+        ("It is red.\nAnswer: The Red.\nmore text", "It is red.", "red"),
+    ],
+)
+def test_parse_response(text, rationale, answer):
+    p = parse_response(text)
+    assert p.rationale == rationale
+    assert p.answer == answer
+
+
+def test_normalize_answer():
+    assert normalize_answer("  The Red. ") == "red"
+    assert normalize_answer("A, b") == "b"
+
+
+def test_split_sentences():
+    assert split_sentences("One. Two?  Three!\nFour") == ["One.", "Two?", "Three!", "Four"]
+    assert split_sentences("") == []
+
+
+def test_parse_claims_grid_positions():
+    claims = parse_claims("There is a red circle at the top left. Blah blah.")
+    assert claims == [("mention", "red", "circle", 0, 0), ("unknown", "Blah blah.")]
+    # a position outside the grid is not a valid mention
+    assert parse_claims("There is a red circle at the row 9 column 1.", grid=3)[0][0] == "unknown"
+
+
+def test_count_gold_is_correct_consistent_factual():
+    s = score_shapes(
+        "There is a red circle at the top left. There is a red square at the bottom right. "
+        "That makes 2 red objects. Answer: 2.", COUNT_RED, "2")
+    assert (s.parsable, s.correct, s.consistent, s.factual) == (True, True, True, True)
+
+
+def test_right_answer_from_wrong_rationale_is_inconsistent_and_counterfactual():
+    # states one red object (and a non-existent one elsewhere) but answers 2
+    s = score_shapes("There is a red circle at the middle left. Answer: 2.", COUNT_RED, "2")
+    assert s.correct and not s.consistent and not s.factual
+
+
+def test_wrong_answer_after_correct_rationale_is_unreasonable():
+    s = score_shapes(
+        "There is a red circle at the top left. There is a red square at the bottom right. "
+        "That makes 2 red objects. Answer: 3.", COUNT_RED, "2")
+    assert not s.correct and not s.consistent and s.factual
+
+
+def test_insufficient_rationale_is_not_consistent():
+    s = score_shapes("There is a blue triangle at the middle center. Answer: 2.", COUNT_RED, "2")
+    assert s.correct and s.factual and not s.consistent
+
+
+def test_count_claim_that_contradicts_mentions_is_inconsistent():
+    s = score_shapes("There is a red circle at the top left. That makes 2 red objects. Answer: 2.",
+                     COUNT_RED, "2")
+    # both statements hold for the scene, but one listed object does not make "2"
+    assert s.factual and not s.consistent
+
+
+def test_unparsable_response():
+    s = score_shapes("There is a red circle at the top left.", COUNT_RED, "2")
+    assert not s.parsable and not s.correct and not s.consistent and s.factual
+
+
+def test_gibberish_is_not_factual():
+    s = score_shapes("zzq red red. Answer: 2.", COUNT_RED, "2")
+    assert s.parsable and s.correct and not s.factual and not s.consistent
+
+
+def test_zero_count_needs_the_negative_statement():
+    f = facts({"family": "count_color", "color": "green"})
+    assert score_shapes("There are no green objects. Answer: 0.", f, "0").consistent
+    assert not score_shapes("There is a red circle at the top left. Answer: 0.", f, "0").consistent
+
+
+def test_count_shape():
+    f = facts({"family": "count_shape", "shape": "triangle"})
+    s = score_shapes("There is a blue triangle at the middle center. That makes 1 triangles. "
+                     "Answer: 1.", f, "1")
+    assert s.correct and s.consistent and s.factual
+
+
+def test_color_of():
+    f = facts({"family": "color_of", "shape": "triangle"})
+    assert score_shapes("There is a blue triangle at the middle center. Answer: blue.", f, "blue").consistent
+    s = score_shapes("There is a red triangle at the middle center. Answer: red.", f, "blue")
+    assert s.consistent and not s.correct and not s.factual
+
+
+def test_exists_yes_and_no():
+    yes = facts({"family": "exists", "color": "red", "shape": "square"})
+    assert score_shapes("There is a red square at the bottom right. Answer: yes.", yes, "yes").consistent
+    no = facts({"family": "exists", "color": "blue", "shape": "circle"})
+    s = score_shapes("There is a red circle at the top left. There is no blue circle. Answer: no.",
+                     no, "no")
+    assert s.correct and s.consistent and s.factual
+    # mentioning it and denying it at once implies nothing
+    s = score_shapes("There is a blue circle at the top left. There is no blue circle. Answer: no.",
+                     no, "no")
+    assert not s.consistent
+
+
+def test_left_right_from_positions_and_from_relation():
+    f = facts({"family": "left_right", "a": ["red", "circle"], "b": ["blue", "triangle"]})
+    both = ("There is a red circle at the top left. There is a blue triangle at the middle center. ")
+    assert score_shapes(both + "Answer: yes.", f, "yes").consistent
+    assert score_shapes(both + "The red circle is left of the blue triangle. Answer: yes.", f, "yes").factual
+    s = score_shapes("The red circle is right of the blue triangle. Answer: no.", f, "yes")
+    assert s.consistent and not s.correct and not s.factual
+    # the relation contradicts the stated positions: nothing follows
+    s = score_shapes(both + "The red circle is right of the blue triangle. Answer: no.", f, "yes")
+    assert not s.consistent
