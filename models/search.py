@@ -1,0 +1,566 @@
+"""Candidate search (METHOD.md section 2): sentence-level beam search, or plain sampling.
+
+Group (diverse) beam search left transformers' core in v5 and needs the Hub (NOTES.md), and
+token-level beam search branches on wording, not on reasoning steps; so the sentence-level
+search is ours. `model.generate` does the decoding inside a sentence (KV cache, position ids
+and image inputs of every model family); this module does the rest:
+
+  * a *step* extends every live beam of every active question by one sentence: all rows
+    (beam x K continuations) go through `generate` together, `cfg.batch_size` rows a call;
+    a row stops at its first token holding `.`, `?`, `!` or a newline, or at EOS. Questions
+    join as others finish, so each step holds about `cfg.batch_size` rows. (A `.` inside a
+    number, "3.5", ends a sentence too: no such answers in the shapes world, a limit elsewhere.)
+    A beam is finished by its sentence holding `Answer:`, by EOS, or at `max_sentences`;
+  * each row samples from a random stream of its own, keyed by (seed, prompt_id, step,
+    beam, k): a question's candidates do not depend on the other questions in its batch, on
+    `cfg.batch_size` or on the order of `items` (up to float noise from padding, which could
+    flip a draw only when a uniform lands within ~1e-6 of a token's cdf edge);
+  * a beam is kept as token ids (prompt + generated), never re-tokenised text, so the score
+    is that of the tokens sampled. Each step re-runs its prefix (prompt and image included),
+    K times (once per continuation): on CPU that prefill was ~2/3 of the search time
+    (`benchmark_search`). Sharing it (prefill each beam once, expand the KV cache K times,
+    keep it across steps) is the next speed-up; it needs per-family cache and position-id
+    handling (Qwen2-VL's rope deltas) that `generate` does not expose, so it is not done.
+
+Records are then scored by one teacher-forced pass (`encode_examples`, the tokens DPO sees).
+
+    python -m models.search --bench   # batched search vs per-question generate loops
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from data.config import SearchConfig
+from data.scoring import parse_response
+from data.shapes import format_response
+from models.encode import completion_text, encode_examples, encode_prompts, token_logprobs
+from models.generation import model_device
+
+Progress = Callable[[int, int], None]  # (questions done, total)
+_BOUNDARY = re.compile(r"[.?!\n]")
+_ANSWER_TAG = re.compile(r"answer\s*:", re.IGNORECASE)  # as data.scoring.parse_response
+
+
+def normalize_text(text: str) -> str:
+    """Dedup key of a candidate: lower-case, whitespace collapsed."""
+    return " ".join(text.lower().split())
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True)
+class _Vocab:
+    """Boolean masks over the vocabulary, built once per search."""
+
+    eos: torch.Tensor  # end of turn
+    stop: torch.Tensor  # end of a sentence step: EOS or a token holding a boundary character
+    banned: torch.Tensor  # special tokens but EOS: a sampled <image> breaks the next prompt
+
+
+def _vocab(model: Any, processor: Any) -> _Vocab:
+    tok = processor.tokenizer
+    size = max(len(tok), model.get_output_embeddings().weight.shape[0])
+    gen_eos = model.generation_config.eos_token_id
+    eos_ids = {tok.eos_token_id} | set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+    eos = torch.zeros(size, dtype=torch.bool)
+    eos[[i for i in eos_ids if i is not None]] = True
+    special = set(tok.all_special_ids) | {
+        i for i, t in tok.added_tokens_decoder.items() if t.special}
+    banned = torch.zeros(size, dtype=torch.bool)
+    banned[sorted(special)] = True
+    banned[len(tok):] = True  # padded embedding rows are no tokens
+    banned &= ~eos
+    texts = tok.batch_decode([[i] for i in range(len(tok))])  # ~1 s for a 150K vocabulary
+    stop = eos.clone()
+    stop[: len(texts)] |= torch.tensor([bool(_BOUNDARY.search(t)) for t in texts])
+    return _Vocab(eos, stop & ~banned, banned)
+
+
+class _RowSampler(LogitsProcessor):
+    """Temperature + top-p sampling where each row draws from its own pre-drawn uniforms.
+
+    `generate` runs greedy: this processor leaves only the sampled token finite, and records
+    its log-prob under the untempered model (the raw logits: `_generate_rows` turns every
+    other processor off).
+    """
+
+    def __init__(self, u: torch.Tensor, start: int, cfg: SearchConfig, banned: torch.Tensor):
+        self.u, self.start, self.cfg, self.banned = u, start, cfg, banned
+        self.logprobs: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float()
+        banned = self.banned[: scores.shape[1]]
+        probs = torch.softmax((scores / self.cfg.temperature).masked_fill(banned, -math.inf), -1)
+        if self.cfg.top_p < 1.0:  # nucleus: most likely tokens until top_p mass is reached
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            drop = (sorted_p.cumsum(-1) - sorted_p) >= self.cfg.top_p
+            probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
+        cdf = probs.cumsum(-1)  # inverse-cdf draw: u scaled by the (float) total mass
+        u = self.u[:, input_ids.shape[1] - self.start].unsqueeze(1) * cdf[:, -1:]
+        token = torch.searchsorted(cdf, u, right=True).clamp(max=scores.shape[1] - 1)
+        self.logprobs.append(torch.log_softmax(scores, -1).gather(1, token).squeeze(1))
+        return torch.full_like(scores, -math.inf).scatter(1, token, 0.0)
+
+
+class _StopAt(StoppingCriteria):
+    """A row is done once its last token is in `stop`."""
+
+    def __init__(self, stop: torch.Tensor):
+        self.stop = stop
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kw: Any) -> torch.BoolTensor:
+        return self.stop[input_ids[:, -1]]
+
+
+@dataclass
+class _Row:
+    inputs: dict[str, torch.Tensor]  # one question's encoded prompt (a batch of 1)
+    tokens: list[int]  # the response so far
+    seed: int
+
+
+def _row_seed(*key: Any) -> int:
+    digest = hashlib.blake2b("/".join(map(str, key)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def _collate(rows: Sequence[_Row], pad_id: int, device: Any) -> dict[str, torch.Tensor]:
+    """Left-padded prompt + response ids; per-token extras padded alike, image tensors stacked."""
+    seqs = [torch.cat([r.inputs["input_ids"][0].cpu(), torch.tensor(r.tokens, dtype=torch.long)])
+            for r in rows]
+    width = max(map(len, seqs))
+    batch = {"input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long),
+             "attention_mask": torch.zeros((len(rows), width), dtype=torch.long)}
+    for key in rows[0].inputs:
+        if key.endswith("token_type_ids"):  # per token (Qwen2-VL's mm_token_type_ids): text = 0
+            batch[key] = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, s) in enumerate(zip(rows, seqs)):
+        batch["input_ids"][i, width - len(s):] = s
+        batch["attention_mask"][i, width - len(s):] = 1
+        for key in batch.keys() - {"input_ids", "attention_mask"}:
+            v = r.inputs[key][0].cpu()
+            batch[key][i, width - len(s): width - len(s) + len(v)] = v
+    out = {k: v.to(device) for k, v in batch.items()}
+    for key in rows[0].inputs.keys() - batch.keys():  # pixel_values, image_grid_thw, ...
+        out[key] = torch.cat([r.inputs[key] for r in rows]).to(device)
+    return out
+
+
+def _generate_rows(
+    model: Any, processor: Any, rows: Sequence[_Row], vocab: _Vocab, stop: torch.Tensor,
+    max_new_tokens: int, cfg: SearchConfig,
+) -> list[tuple[list[int], float, bool]]:
+    """Continue every row once: (new tokens, their log-prob sum at T=1, ended with EOS).
+
+    One `generate` call per `cfg.batch_size` rows; a row's tokens run up to and including its
+    first token in `stop`, or fill `max_new_tokens`.
+    """
+    tok, device = processor.tokenizer, model_device(model)
+    eos_ids = vocab.eos.nonzero().flatten().tolist()
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
+    out: list[tuple[list[int], float, bool]] = []
+    for lo in range(0, len(rows), cfg.batch_size):
+        chunk = rows[lo:lo + cfg.batch_size]
+        batch = _collate(chunk, pad_id, device)
+        start = batch["input_ids"].shape[1]
+        # drawn on the CPU from each row's own generator: the same uniforms on any device
+        u = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(r.seed))
+                         for r in chunk])
+        sampler = _RowSampler(u.to(device), start, cfg, vocab.banned.to(device))
+        gen = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            logits_processor=LogitsProcessorList([sampler]),
+            stopping_criteria=StoppingCriteriaList([_StopAt(stop.to(device))]),
+            # explicit neutral values: a checkpoint's generation_config (Qwen2-VL ships
+            # repetition_penalty=1.05) would otherwise reshape the scores before sampling
+            repetition_penalty=1.0, no_repeat_ngram_size=0, pad_token_id=pad_id,
+            eos_token_id=eos_ids,
+        )
+        new = gen[:, start:].cpu()
+        lp = torch.stack(sampler.logprobs, 1).cpu()[:, : new.shape[1]]
+        hit = stop[new]
+        n_new = torch.where(hit.any(1), hit.float().argmax(1) + 1, new.shape[1])
+        valid = torch.arange(new.shape[1]) < n_new.unsqueeze(1)
+        sums = torch.where(valid, lp, torch.zeros_like(lp)).sum(1)  # pads after a stop: masked
+        for i, n in enumerate(n_new.tolist()):
+            out.append((new[i, :n].tolist(), float(sums[i]), bool(vocab.eos[new[i, n - 1]])))
+    return out
+
+
+# --------------------------------------------------------------------------- beam search
+
+
+@dataclass
+class _Beam:
+    tokens: list[int]
+    sum_lp: float = 0.0
+    sentences: int = 0
+    text: str = ""
+
+    @property
+    def score(self) -> float:
+        """Length-normalised log-prob (T=1) of the whole response so far: the ranking key."""
+        return self.sum_lp / max(1, len(self.tokens))
+
+
+@dataclass
+class _Question:
+    index: int
+    item: dict
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # set while in the batch
+    live: list[_Beam] = field(default_factory=lambda: [_Beam([])])
+    finished: dict[str, _Beam] = field(default_factory=dict)  # normalised text -> beam
+    step: int = 0
+
+
+def _advance(q: _Question, conts: list[tuple[_Beam, bool]], cfg: SearchConfig) -> None:
+    """Rank a question's continuations; keep the top B live ones, collect finished ones.
+
+    Walking down the ranking (as HF beam search does), a finished continuation is collected
+    when it ranks above the B-th live one; duplicates (normalised text) keep their best copy.
+    """
+    seen: set[str] = set()
+    q.live, q.step = [], q.step + 1
+    for beam, ended in sorted(conts, key=lambda c: -c[0].score):
+        key = normalize_text(beam.text)
+        if key in seen:
+            continue
+        seen.add(key)
+        if ended or _ANSWER_TAG.search(beam.text) or beam.sentences >= cfg.max_sentences:
+            q.finished.setdefault(key, beam)
+        else:
+            q.live.append(beam)
+        if len(q.live) == cfg.beams:
+            break
+
+
+def _search(
+    model: Any, processor: Any, items: Sequence[dict], cfg: SearchConfig, seed: int,
+    progress: Progress | None = None,
+) -> list[list[_Beam]]:
+    """Each item's finished beams, best first by search score, at most N."""
+    tok, device, vocab = processor.tokenizer, model_device(model), _vocab(model, processor)
+    beam_mode = cfg.mode == "beam"
+    stop = vocab.stop if beam_mode else vocab.eos  # sampling: whole responses
+    budget = cfg.max_sentence_tokens * (1 if beam_mode else cfg.max_sentences)
+    # A question's first step draws B*K rows from the empty response (as if its B beams all
+    # started there); sampling mode is a single step of N rows.
+    first = cfg.beams * cfg.per_beam if beam_mode else cfg.n_candidates
+    queue, active = [_Question(i, it) for i, it in enumerate(items)], []
+    results: dict[int, list[_Beam]] = {}
+    while queue or active:
+        # Join while the step fits one chunk. A prompt (image included) is encoded only while
+        # its question is in the batch: memory does not grow with len(items).
+        n_rows = sum(len(q.live) * (first if q.step == 0 else cfg.per_beam) for q in active)
+        while queue and (not active or n_rows + first <= cfg.batch_size):
+            q = queue.pop(0)
+            q.inputs = encode_prompts(processor, [q.item["image"]], [q.item["question"]], device)
+            active.append(q)
+            n_rows += first
+        rows, owners = [], []
+        for q in active:
+            for slot, beam in enumerate(q.live):
+                for k in range(first if q.step == 0 else cfg.per_beam):
+                    seed_k = _row_seed(seed, q.item["prompt_id"], q.step, slot, k)
+                    rows.append(_Row(q.inputs, beam.tokens, seed_k))
+                    owners.append((q, beam))
+        conts: dict[int, list[tuple[_Beam, bool]]] = {q.index: [] for q in active}
+        new_rows = _generate_rows(model, processor, rows, vocab, stop, budget, cfg)
+        for (q, parent), (new, lp, ended) in zip(owners, new_rows):
+            tokens = parent.tokens + new
+            text = tok.decode(tokens, skip_special_tokens=True).strip()
+            child = _Beam(tokens, parent.sum_lp + lp, parent.sentences + 1, text)
+            conts[q.index].append((child, ended or not beam_mode))
+        for q in list(active):
+            _advance(q, conts[q.index], cfg)
+            if len(q.finished) >= cfg.n_candidates or not q.live:
+                active.remove(q)
+                q.inputs = {}
+                best = sorted(q.finished.values(), key=lambda b: -b.score)
+                results[q.index] = best[: cfg.n_candidates]
+                if progress:
+                    progress(len(results), len(items))
+    return [results[i] for i in range(len(items))]
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@torch.inference_mode()
+def _completion_logprobs(
+    model: Any, processor: Any, images: Sequence[Image.Image], questions: Sequence[str],
+    responses: Sequence[str], batch_size: int,
+) -> list[torch.Tensor]:
+    """Log-prob (T=1) of each completion token of each response, teacher-forced, batched."""
+    was_training = model.training
+    model.eval()
+    out: list[torch.Tensor] = []
+    for lo in range(0, len(responses), batch_size):
+        sl = slice(lo, lo + batch_size)
+        batch = encode_examples(processor, images[sl], questions[sl], responses[sl],
+                                model_device(model))
+        lp, labels = token_logprobs(model, batch).cpu(), batch["labels"][:, 1:].cpu()
+        out += [lp[i][labels[i] != -100] for i in range(len(lp))]
+    model.train(was_training)
+    return out
+
+
+def _confidence(processor: Any, lp: torch.Tensor, response: str, answer: str) -> float:
+    """exp(sum of the answer tokens' log-probs), given the completion's token log-probs.
+
+    Answer tokens are found by tokenising prefixes of the completion (BPE and SentencePiece
+    alike; a token joining the space and the answer, " 1", counts) and counted from the end,
+    since `encode_examples` may move the completion's start where BPE merges at the prompt.
+    """
+    tok = processor.tokenizer
+    comp = completion_text(processor, response)
+    a = comp.rfind(f"Answer: {answer}")
+    assert a >= 0, f"answer {answer!r} not in completion {comp!r}"
+    a += len("Answer: ")
+    full = tok(comp, add_special_tokens=False)["input_ids"]
+
+    def shared(text: str) -> int:  # tokens that `text` and the full completion start with
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        diff = (n for n, (x, y) in enumerate(zip(ids, full)) if x != y)
+        return next(diff, min(len(ids), len(full)))
+
+    start, stop = shared(comp[:a]), shared(comp[: a + len(answer)])
+    assert stop > start, f"no answer tokens for {answer!r} in {comp!r}"
+    return math.exp(float(lp[len(lp) - len(full) + start: len(lp) - len(full) + stop].sum()))
+
+
+def answer_confidence(
+    model: Any, processor: Any, images: Sequence[Image.Image], questions: Sequence[str],
+    rationales: Sequence[str], answers: Sequence[str | None], batch_size: int = 64,
+) -> list[float]:
+    """P(answer tokens | image, question, rationale, "Answer:"): one teacher-forced pass.
+
+    The text scored is METHOD.md's `<rationale> Answer: <answer>.`, so this is the probability
+    of the normalised answer the parser read, whatever the response's own wording. A `None`
+    answer (unparsable) gives NaN.
+    """
+    responses = [format_response(r, a) if a is not None else None
+                 for r, a in zip(rationales, answers)]
+    todo = [i for i, r in enumerate(responses) if r is not None]
+    lps = _completion_logprobs(model, processor, [images[i] for i in todo],
+                               [questions[i] for i in todo], [responses[i] for i in todo],
+                               batch_size)
+    out = [math.nan] * len(responses)
+    for i, lp in zip(todo, lps):
+        out[i] = _confidence(processor, lp, responses[i], answers[i])
+    return out
+
+
+def search_candidates(
+    model: Any, processor: Any, items: Sequence[dict], cfg: SearchConfig, seed: int,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Candidates for every item (a dict with prompt_id, image, question), in items order.
+
+    Returns records `prompt_id, cand_idx, text, rationale, answer, sum_logprob, mean_logprob,
+    n_tokens, answer_confidence`: up to N distinct texts per item, best first by
+    `mean_logprob`. Log-probs are those of the completion as the chat template renders it
+    (response + end-of-turn tokens: what DPO scores) at temperature 1. `answer` and
+    `answer_confidence` are None for an unparsable response.
+
+    Raises:
+        ValueError: two items share a prompt_id (it keys the random streams and the records).
+    """
+    ids = [str(it["prompt_id"]) for it in items]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"items: prompt_id {dup!r} occurs more than once")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            found = _search(model, processor, items, cfg, seed, progress)
+        owner = [i for i, beams in enumerate(found) for _ in beams]
+        texts = [b.text for beams in found for b in beams]
+        images = [items[i]["image"] for i in owner]
+        questions = [items[i]["question"] for i in owner]
+        lps = _completion_logprobs(model, processor, images, questions, texts, cfg.batch_size)
+        parsed = [parse_response(t) for t in texts]
+        # A well-formed response is `<rationale> Answer: <answer>.` already: reuse its pass.
+        same = {k for k, p in enumerate(parsed)
+                if p.ok and format_response(p.rationale, p.answer) == texts[k]}
+        conf = {k: _confidence(processor, lps[k], texts[k], parsed[k].answer) for k in same}
+        redo = [k for k, p in enumerate(parsed) if p.ok and k not in same]
+        conf.update(zip(redo, answer_confidence(
+            model, processor, [images[k] for k in redo], [questions[k] for k in redo],
+            [parsed[k].rationale for k in redo], [parsed[k].answer for k in redo],
+            cfg.batch_size)))
+    finally:
+        model.train(was_training)
+    records: list[dict] = []
+    for k in sorted(range(len(texts)), key=lambda k: (owner[k], -float(lps[k].mean()))):
+        total, n = float(lps[k].sum()), len(lps[k])
+        same_item = bool(records) and owner[k] == records[-1]["_owner"]
+        records.append({
+            "_owner": owner[k], "prompt_id": items[owner[k]]["prompt_id"],
+            "cand_idx": records[-1]["cand_idx"] + 1 if same_item else 0,
+            "text": texts[k], "rationale": parsed[k].rationale, "answer": parsed[k].answer,
+            "sum_logprob": total, "mean_logprob": total / n, "n_tokens": n,
+            "answer_confidence": conf.get(k),
+        })
+    for r in records:
+        del r["_owner"]
+    return records
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+class _ForwardClock:
+    """Wall time inside the model's forward, split into prefill (many tokens) and decode."""
+
+    def __init__(self, model: Any):
+        self.model, self.seconds, self.calls, self._kind, self._t0 = model, {}, 0, "", 0.0
+
+    def _pre(self, _m: Any, _args: Any, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids")
+        self._kind = "decode" if ids is not None and ids.shape[1] == 1 else "prefill"
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._t0 = time.perf_counter()
+
+    def _post(self, _m: Any, _args: Any, _kwargs: dict, _out: Any) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.seconds[self._kind] += time.perf_counter() - self._t0
+        self.calls += 1
+
+    def run(self, fn: Callable[[], list[list[int]]]) -> dict[str, Any]:
+        """Time `fn` (which returns each item's candidate lengths in tokens)."""
+        self.seconds, self.calls = {"prefill": 0.0, "decode": 0.0}, 0
+        hooks = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
+                 self.model.register_forward_hook(self._post, with_kwargs=True)]
+        try:
+            t = time.perf_counter()
+            lengths = fn()
+            wall = time.perf_counter() - t
+        finally:
+            for h in hooks:
+                h.remove()
+        n = sum(map(len, lengths))
+        return {"seconds": round(wall, 3), "candidates": n, "cand_per_s": round(n / wall, 2),
+                "mean_tokens": round(sum(map(sum, lengths)) / max(1, n), 1),
+                "forward_share": round(sum(self.seconds.values()) / wall, 3),
+                "prefill_share": round(self.seconds["prefill"] / wall, 3),
+                "forward_calls": self.calls}
+
+
+@torch.inference_mode()
+def benchmark_search(
+    model: Any, processor: Any, items: Sequence[dict], cfg: SearchConfig, seed: int = 0
+) -> dict[str, Any]:
+    """Candidates/s of the batched search vs per-question loops, and time inside forward.
+
+    `batched`: this module's search over all items. `per_question_search`: the same search
+    once per item (what batching across questions buys; it must find the same texts).
+    `per_question_sample`: the straightforward loop, one `generate(do_sample=True,
+    num_return_sequences=n)` per item, n and max_new_tokens taken from the batched result.
+    Search only: the teacher-forced scoring that `search_candidates` adds is not timed.
+    """
+    model.eval()
+    clock, found, singles = _ForwardClock(model), [], []
+
+    def lengths(beams: list[list[_Beam]]) -> list[list[int]]:
+        return [[len(b.tokens) for b in bs] for bs in beams]
+
+    def sample_loop() -> list[list[int]]:
+        torch.manual_seed(seed)
+        out = []
+        for it, beams in zip(items, found):
+            enc = encode_prompts(processor, [it["image"]], [it["question"]], model_device(model))
+            gen = model.generate(**enc, do_sample=True, temperature=cfg.temperature,
+                                 top_p=cfg.top_p, num_return_sequences=max(1, len(beams)),
+                                 max_new_tokens=max([len(b.tokens) for b in beams] + [1]))
+            new = gen[:, enc["input_ids"].shape[1]:]
+            out.append((new != processor.tokenizer.pad_token_id).sum(1).tolist())
+        return out
+
+    def batched() -> list[list[int]]:
+        found.extend(_search(model, processor, items, cfg, seed))
+        return lengths(found)
+
+    def per_question() -> list[list[int]]:
+        singles.extend(_search(model, processor, [it], cfg, seed)[0] for it in items)
+        return lengths(singles)
+
+    report: dict[str, Any] = {"batched": clock.run(batched),
+                              "per_question_search": clock.run(per_question),
+                              "per_question_sample": clock.run(sample_loop)}
+    for name in ("per_question_search", "per_question_sample"):
+        ratio = report["batched"]["cand_per_s"] / max(report[name]["cand_per_s"], 1e-9)
+        report[f"speedup_vs_{name}"] = round(ratio, 2)
+    report["same_candidates"] = [[b.text for b in bs] for bs in found] == [
+        [b.text for b in bs] for bs in singles]
+    report["examples"] = [b.text for b in found[0][:3]] if found else []
+    return report
+
+
+def _bench_main(argv: list[str] | None = None) -> int:
+    """A fresh tiny LLaVA tuned briefly on gold rationales (or --model), benchmarked."""
+    import argparse
+    import json
+
+    from data.config import DataConfig
+    from data.shapes import corpus, generate, load_image
+    from models.factory import build_tiny_llava, load_lvlm, train_tokenizer
+
+    ap = argparse.ArgumentParser(description="benchmark the candidate search")
+    ap.add_argument("--bench", action="store_true", required=True)
+    ap.add_argument("--model", default="", help="a saved LVLM folder; default: fresh tiny LLaVA")
+    ap.add_argument("--train-steps", type=int, default=150, help="rationale SFT of a fresh model")
+    ap.add_argument("--questions", type=int, default=16)
+    ap.add_argument("--mode", default="beam", choices=["beam", "sample"])
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = default")
+    args = ap.parse_args(argv)
+    if args.threads:  # 1 on a shared CPU: OpenMP spin-waits stall tiny models under contention
+        torch.set_num_threads(args.threads)
+    data = DataConfig()
+    if args.model:
+        model, processor = load_lvlm(args.model, device=args.device)
+    else:
+        model, processor = build_tiny_llava(train_tokenizer(corpus(data, n=500)))
+        model.to(args.device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for step in range(args.train_steps):  # full-parameter SFT on `<rationale> Answer: x.`
+            recs = generate("rationale", 32, data, start=32 * step)
+            loss = model(**encode_examples(
+                processor, [load_image(r["image"]) for r in recs], [r["question"] for r in recs],
+                [r["response"] for r in recs], args.device)).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        print(f"trained {args.train_steps} steps, last loss {loss.item():.3f}", flush=True)
+    items = [{"prompt_id": r["id"], "image": load_image(r["image"]), "question": r["question"]}
+             for r in generate("pool", args.questions, data)]
+    cfg = SearchConfig(mode=args.mode, batch_size=args.batch_size)
+    print(json.dumps(benchmark_search(model, processor, items, cfg), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_bench_main())
