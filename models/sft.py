@@ -1,0 +1,147 @@
+"""Stage 1 of SRC (METHOD.md section 1): rationale fine-tuning with LoRA and TRL's SFTTrainer.
+
+The model learns to answer the *plain* question (no instruction to reason) with
+`<rationale sentences> Answer: <answer>.`. Each record becomes a conversational
+prompt-completion example, so TRL puts the loss on the assistant's tokens only:
+
+    {"images": [PIL image],
+     "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+     "completion": [{"role": "assistant", "content": [{"type": "text", "text": response}]}]}
+
+Arithmetic at the defaults (RationaleSFTConfig): 300 steps x 16 examples = 4,800 examples seen,
+a little over one pass over the 4,000 rationale records of the built-in world.
+
+The adapter is saved to `out_dir` and then merged into `model` (see `models.policy`), so on
+return `model` is pi_0' = base + rationale adapter and `out_dir` is the stage's product.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/unit/test_sft.py
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from PIL import Image
+from transformers import PreTrainedModel
+from transformers.processing_utils import ProcessorMixin
+from trl import SFTConfig, SFTTrainer
+
+from data.config import RationaleSFTConfig
+from models.chat import build_messages
+from models.policy import (
+    Progress,
+    ProgressReporter,
+    finish_adapter,
+    peft_lora_config,
+    run_trainer,
+    trainer_defaults,
+)
+
+SFT_FIELDS = ("image", "question", "response")
+
+
+def as_image(value: Any, where: str) -> Image.Image:
+    """A record's image as RGB PIL: PNG/JPEG bytes (the stores' format) or a PIL image."""
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Image.open(io.BytesIO(bytes(value))).convert("RGB")
+    raise ValueError(f"{where}: image must be bytes or a PIL image, got {type(value).__name__}")
+
+
+def require_fields(record: dict[str, Any], fields: Sequence[str], where: str) -> None:
+    missing = [f for f in fields if record.get(f) is None]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}")
+
+
+def sft_dataset(records: Sequence[dict[str, Any]], max_examples: int = 0) -> Dataset:
+    """TRL prompt-completion dataset from records with `image`, `question`, `response`.
+
+    Raises:
+        ValueError: no records, or a record lacks a field (named with its index).
+    """
+    rows = list(records[:max_examples] if max_examples else records)
+    if not rows:
+        raise ValueError("rationale SFT needs at least one record, got none")
+    out = []
+    for i, r in enumerate(rows):
+        where = f"SFT record {i} (id {r.get('id', '?')!r})"
+        require_fields(r, SFT_FIELDS, where)
+        out.append(
+            {
+                "images": [as_image(r["image"], where)],
+                "prompt": build_messages(str(r["question"])),
+                "completion": [build_messages(str(r["question"]), str(r["response"]))[-1]],
+            }
+        )
+    return Dataset.from_list(out)
+
+
+def train_rationale_sft(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    records: Sequence[dict[str, Any]],
+    cfg: RationaleSFTConfig,
+    out_dir: str | Path,
+    seed: int,
+    progress: Progress | None = None,
+    *,
+    gradient_checkpointing: bool = False,
+    disable_tqdm: bool = True,
+    merge: bool = True,
+) -> dict[str, Any]:
+    """LoRA SFT of `model` on gold rationale responses; adapter saved to `out_dir`.
+
+    Args:
+        model: the base policy (no adapter attached); merged in place on return (see `merge`).
+        processor: its processor (tokenizer with a chat template, image processor).
+        records: dicts with `image` (bytes or PIL), `question`, `response`.
+        cfg: learning rate, steps, batch size, example cap, LoRA shape.
+        out_dir: receives `adapter_config.json`, the adapter weights and `base_model.json`.
+        seed: seeds LoRA init, shuffling and dropout.
+        progress: called as `progress(step, total, logs)` at every logged step.
+        gradient_checkpointing: `ModelConfig.gradient_checkpointing` (off: TRL's default is on).
+        disable_tqdm: hide the Trainer's progress bar.
+        merge: merge the adapter into `model` after saving it (the pipeline always does).
+
+    Returns:
+        `loss_first`, `loss_last` (single logged steps), `loss_tail` (mean of the last 10% of
+        steps), `steps`, `seconds`, `examples`, `trainable_params`.
+    """
+    dataset = sft_dataset(records, cfg.max_examples)
+    out = Path(out_dir)
+    args = SFTConfig(
+        output_dir=str(out),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        completion_only_loss=True,  # loss on the response, never on the question
+        **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=peft_lora_config(model, cfg.lora),
+        callbacks=[ProgressReporter(progress)] if progress else None,
+    )
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    seconds, logs = run_trainer(trainer)
+    finish_adapter(trainer.model, model, out, merge=merge)
+    losses = [float(e["loss"]) for e in logs]
+    tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
+    return {
+        "loss_first": losses[0] if losses else float("nan"),
+        "loss_last": losses[-1] if losses else float("nan"),
+        "loss_tail": sum(tail) / len(tail),
+        "steps": int(trainer.state.global_step),
+        "seconds": seconds,
+        "examples": len(dataset),
+        "trainable_params": trainable,
+    }
