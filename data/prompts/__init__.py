@@ -1,0 +1,97 @@
+"""Judge prompt templates (the R-Scorer's input, METHOD.md section 3) and their pure rendering.
+
+The templates live next to this module as `.txt` package data, so the wording can be read and
+changed without touching code. Fields: `{question}`, `{reference}`, `{gold}` and the candidate
+slots (`{response_a}`, `{response_b}` or `{response}`). Two rules make them safe to encode:
+- the line that holds `{gold}` is dropped when no gold answer is shown (`use_gold_answer`);
+- a template ends with a fixed suffix (`\\nVerdict:` / `\\nJudgement:`) after its last slot, and
+  the judge's verdict is the next token after it. `template_segments` returns the fixed text
+  around the slots, so a tokenizer-side encoder can cut candidates and keep the suffix last.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+PAIRWISE, POINTWISE = "pairwise", "pointwise"
+TEMPLATE_FILES = {PAIRWISE: "judge_pairwise.txt", POINTWISE: "judge_pointwise.txt"}
+SLOTS = {PAIRWISE: ("response_a", "response_b"), POINTWISE: ("response",)}
+# What the judge may answer, in the order of the probabilities `models.scorer` returns.
+VERDICTS = {PAIRWISE: ("A", "B", "Tie"), POINTWISE: ("Good", "Bad")}
+
+
+@functools.cache
+def load_template(mode: str) -> str:
+    """The template text of a judging mode (trailing newline removed: the suffix is last)."""
+    if mode not in TEMPLATE_FILES:
+        raise ValueError(f"unknown judging mode {mode!r}; expected one of {sorted(TEMPLATE_FILES)}")
+    text = resources.files(__package__).joinpath(TEMPLATE_FILES[mode]).read_text("utf-8")
+    text = text.rstrip("\n")
+    for slot in SLOTS[mode]:
+        if text.count("{" + slot + "}") != 1:
+            raise ValueError(f"template {TEMPLATE_FILES[mode]} must hold {{{slot}}} exactly once")
+    return text
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Fixed text around the candidate slots: `texts[0] lead[0]+cand0 texts[1] ... texts[-1]`.
+
+    A space before a slot is moved from the fixed text onto the candidate (`leads`), so BPE
+    tokenizes ' There is ...' as in natural text and never merges across a boundary in a way
+    that depends on how the candidate is cut.
+    """
+
+    texts: tuple[str, ...]
+    leads: tuple[str, ...]
+
+    @property
+    def suffix(self) -> str:
+        return self.texts[-1]
+
+
+def template_segments(mode: str, question: str, reference: str, gold: str | None = None,
+                      template: str | None = None) -> Segments:
+    """Fill the fixed fields and split the template at its candidate slots.
+
+    Field values are inserted as data (never re-parsed as a template), so a question holding
+    '{response_b}' stays literal text. `gold=None` drops the template line that holds `{gold}`.
+    """
+    text = load_template(mode) if template is None else template
+    if gold is None:
+        text = "\n".join(line for line in text.split("\n") if "{gold}" not in line)
+    fields = {"question": question.strip(), "reference": reference.strip(),
+              "gold": "" if gold is None else str(gold).strip()}
+    pieces, leads, rest = [], [], text
+    for slot in SLOTS[mode]:
+        head, rest = rest.split("{" + slot + "}", 1)
+        head = head.format_map(fields)
+        lead = " " if head.endswith(" ") else ""
+        pieces.append(head[: len(head) - len(lead)])
+        leads.append(lead)
+    pieces.append(rest.format_map(fields))
+    return Segments(tuple(pieces), tuple(leads))
+
+
+def clean_candidate(text: str) -> str:
+    """Surrounding blanks off; inner text kept verbatim (it is judged, not interpreted)."""
+    return text.strip()
+
+
+def format_input(mode: str, question: str, reference: str, responses: Sequence[str],
+                 gold: str | None = None) -> str:
+    """The full judge input as text, ending with the suffix after which the verdict is read.
+
+    Example (pairwise, gold shown): '...Response A: <a>\\nResponse B: <b>\\nVerdict:'.
+    """
+    seg = template_segments(mode, question, reference, gold)
+    if len(responses) != len(seg.leads):
+        raise ValueError(f"{mode} judging takes {len(seg.leads)} responses, got {len(responses)}")
+    out = seg.texts[0]
+    for lead, resp, after in zip(seg.leads, responses, seg.texts[1:]):
+        out += lead + clean_candidate(resp) + after
+    return out
+

@@ -1,0 +1,160 @@
+"""The MLflow layout of a pipeline run and the helpers the flows share.
+
+Per iteration t, one child run tagged `src.role=iteration`, `src.iteration=<t>` holding
+`candidates.parquet`, `pairwise_scores.parquet`, `preference_pairs.parquet`, `adapter/`,
+`eval/metrics.json`, `eval/samples.parquet`, and the metrics `eval/*`, `judge/flip_rate`,
+`curate/kept_frac`, `dpo/loss` with step = t.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from data.config import digest
+from tasks.store import PROJECT_DIR, file_digest, produce, read_manifest
+
+EVAL_KEYS = ("accuracy", "consistency", "factuality", "format_rate", "mean_length")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=PROJECT_DIR, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def base_ref(name: str) -> dict:
+    """Reference to the base model: a local folder hashed by content, or a hub id by name."""
+    from models.bootstrap import resolve_base
+
+    path = resolve_base(name)
+    p = Path(path)
+    if p.is_dir():
+        files = {str(f.relative_to(p)): file_digest(f) for f in sorted(p.rglob("*")) if f.is_file()}
+        return {"path": str(p.resolve()), "digest": digest(files), "stage": "base", "key": "", "meta": {}}
+    if p.exists() or name.startswith((".", "/")):
+        raise ValueError(f"model.base: {name!r} is not a model folder")
+    return {"path": name, "digest": digest({"hub_id": name}), "stage": "base", "key": "", "meta": {}}
+
+
+def _eval_metrics(ref: dict) -> dict:
+    import json
+
+    summary = json.loads((Path(ref["path"]) / "metrics.json").read_text())
+    out = {f"eval/{k}": summary[k] for k in EVAL_KEYS if k in summary}
+    out.update({f"eval/{k}_se": summary[f"{k}_se"] for k in EVAL_KEYS if f"{k}_se" in summary})
+    for fam, block in summary.get("families", {}).items():
+        out[f"eval/family/{fam}/accuracy"] = block["accuracy"]
+    return out
+
+
+def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
+    """One child run for iteration t with its artifacts and metrics; returns the metrics."""
+    run = tracker.start_run(f"iteration-{t}", {"src.role": "iteration", "src.iteration": str(t)},
+                            parent_id=parent)
+    metrics: dict = {}
+    files = {"candidates": ["candidates.parquet"], "scores": ["pairwise_scores.parquet", "pointwise_scores.parquet"],
+             "pairs": ["preference_pairs.parquet", "candidate_scores.parquet"]}
+    for name, names in files.items():
+        if name not in refs:
+            continue
+        for fname in names:
+            f = Path(refs[name]["path"]) / fname
+            if f.exists():
+                tracker.log_artifact(run, f)
+    if "scores" in refs:
+        flip = refs["scores"]["meta"].get("flip_rate")
+        if flip is not None:
+            metrics["judge/flip_rate"] = flip
+    if "pairs" in refs:
+        metrics.update(refs["pairs"]["meta"].get("metrics", {}))
+        _log_samples(tracker, run, refs)
+    adapter = Path(refs["adapter"]["path"]) / "adapter"
+    if adapter.is_dir():
+        tracker.log_artifact(run, adapter, "adapter")
+    am = refs["adapter"]["meta"].get("metrics", {})
+    for k in ("loss", "rewards/margins", "rewards/accuracies"):
+        if k in am:
+            metrics[f"dpo/{k}"] = am[k]
+    if t == 0:
+        metrics.update({f"sft/{k}": v for k, v in am.items() if isinstance(v, (int, float))})
+    ev = refs["eval"]
+    tracker.log_artifact(run, Path(ev["path"]) / "metrics.json", "eval")
+    tracker.log_artifact(run, Path(ev["path"]) / "samples.parquet", "eval")
+    metrics.update(_eval_metrics(ev))
+    tracker.log_metrics(run, metrics, step=t)
+    tracker.log_metrics(parent, {k: v for k, v in metrics.items() if not k.startswith("eval/family")}, step=t)
+    tracker.set_tags(run, {"src.adapter_digest": refs["adapter"]["digest"]})
+    tracker.end_run(run)
+    return {"iteration": t, "run_id": run, "metrics": metrics}
+
+
+def _log_samples(tracker, run: str, refs: dict) -> None:
+    """Small tables for the MLflow UI (no parquet download needed)."""
+    from data.records import read_records
+
+    cands = read_records(Path(refs["candidates"]["path"]) / "candidates.parquet")[:60]
+    tracker.log_table(run, [{k: c.get(k) for k in ("prompt_id", "cand_idx", "question", "text", "answer",
+                                                    "gold", "mean_logprob", "answer_confidence")}
+                            for c in cands], "tables/candidates.json")
+    pairs = read_records(Path(refs["pairs"]["path"]) / "preference_pairs.parquet")[:30]
+    tracker.log_table(run, [{k: p.get(k) for k in ("prompt_id", "question", "chosen", "rejected",
+                                                    "s_chosen", "s_rejected", "weight")}
+                            for p in pairs], "tables/preference_pairs.json")
+
+
+def metrics_table(results: list[dict]) -> str:
+    """Markdown table of held-out metrics per iteration."""
+    cols = ["accuracy", "consistency", "factuality", "format_rate"]
+    head = "| iteration | " + " | ".join(cols) + " | flip rate | kept | dpo loss |"
+    lines = [head, "|" + "---|" * (len(cols) + 4)]
+    for r in results:
+        m = r["metrics"]
+        cells = [f"{100 * m.get(f'eval/{c}', float('nan')):.1f} ± {100 * m.get(f'eval/{c}_se', float('nan')):.1f}"
+                 for c in cols]
+        extra = [m.get("judge/flip_rate"), m.get("curate/kept_frac"), m.get("dpo/loss")]
+        cells += ["" if v is None else f"{v:.3f}" for v in extra]
+        lines.append(f"| {r['iteration']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def resolve_start(spec: str, tracker) -> dict:
+    """`<pipeline run id>[:<iteration>]` -> the adapter chain and judge of that run, imported
+    into the store (downloaded from MLflow), and the iteration to continue after."""
+    run_id, _, it = spec.partition(":")
+    client = tracker.client
+    runs = client.search_runs([tracker.experiment_id] if False else [client.get_run(run_id).info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{run_id}' and tags.`src.role` = 'iteration'")
+    by_t = {int(r.data.tags["src.iteration"]): r for r in runs}
+    if not by_t:
+        raise ValueError(f"start_from: run {run_id!r} has no iteration child runs")
+    last = int(it) if it else max(by_t)
+    if last not in by_t:
+        raise ValueError(f"start_from: run {run_id!r} has no iteration {last} (has {sorted(by_t)})")
+    chain = []
+    for t in range(0, last + 1):
+        if t not in by_t:
+            raise ValueError(f"start_from: run {run_id!r} lacks iteration {t}")
+        chain.append(_import(client, by_t[t].info.run_id, "adapter", "import_adapter", "adapter"))
+    judge = _import(client, run_id, "scorer", "import_judge", "judge")
+    return {"chain": chain, "judge": judge, "iteration": last}
+
+
+def _import(client, run_id: str, artifact: str, stage: str, dest: str) -> dict:
+    """Download an artifact folder into the store under a key of its source."""
+    import shutil
+    import tempfile
+
+    def build(out: Path) -> dict:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(run_id, artifact, tmp)
+            shutil.copytree(local, out / dest)
+        return {"source_run": run_id, "artifact": artifact}
+
+    key = digest({"run": run_id, "artifact": artifact})[:20]
+    ref = produce(stage, key, build)
+    assert read_manifest(Path(ref["path"])) is not None
+    return ref

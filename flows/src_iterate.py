@@ -1,0 +1,139 @@
+"""The `src-iterate` flow: rationale SFT and R-Scorer once, then T iterations of
+search -> pairwise scoring -> curation -> DPO -> evaluation, every stage a cached task.
+
+    src run --config configs/builtin.yaml [section.field=value ...]
+    prefect deployment run src-iterate/local -p config_path=configs/smoke.yaml
+
+Stage outputs are content-addressed (tasks/store.py); re-running the same command after a
+crash reuses every finished stage and runs only the rest. Tracking happens here, at the edge:
+one MLflow parent run per pipeline run, one child run per iteration (tasks/tracking.py).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import tasks.common  # noqa: F401  (sets Prefect's result storage before prefect is used)
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from data.config import SRCConfig, digest, dump_config, load_config, stage_signature
+from flows.layout import (
+    base_ref,
+    git_commit,
+    log_iteration,
+    metrics_table,
+    resolve_start,
+)
+from tasks import curate, dpo, evaluate, score, scorer, search, sft, world
+from tasks.store import stage_key
+from tasks.tracking import MLflowTracker, NullTracker
+
+
+def _key(module: Any, cfg: SRCConfig, sections: dict[str, Any], inputs: dict[str, Any]) -> str:
+    sig = {name: stage_signature(sec) if hasattr(sec, "model_fields") else sec
+           for name, sec in sections.items()}
+    return stage_key(module.STAGE, module.VERSION, sig, inputs, cfg.seed)
+
+
+def _d(refs: list[dict]) -> list[str]:
+    return [r["digest"] for r in refs]
+
+
+def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
+                 config_path: str | None = None) -> dict:
+    """The whole SRC loop; returns {"parent_run_id", "iterations": [metrics per iteration]}."""
+    say = get_run_logger().info
+    tracker = tracker or MLflowTracker(cfg.tracking.experiment, cfg.tracking.tracking_uri)
+    c = cfg.model_dump(mode="json")
+    t0 = time.time()
+    parent = tracker.start_run(
+        f"src-{time.strftime('%Y%m%d-%H%M%S')}",
+        {"src.role": "pipeline", "src.flow_run_id": str(flow_run.get_id() or ""),
+         "src.code_commit": git_commit(), "src.config_digest": digest(c),
+         "src.config_path": str(config_path or ""), "src.start_from": start_from or ""},
+    )
+    tracker.log_dict(parent, c, "config.yaml")
+    tracker.log_params(parent, {"seed": cfg.seed, "iterations": cfg.iterate.iterations,
+                                "model.base": cfg.model.base, "scorer.mode": cfg.scorer.mode})
+    results: list[dict] = []
+    try:
+        base = base_ref(cfg.model.base)
+        w = world.world_task(key=_key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, {}), cfg=c)
+        start = resolve_start(start_from, tracker) if start_from else None
+        if start:
+            chain, judge, first = start["chain"], start["judge"], start["iteration"] + 1
+            say(f"continuing from run {start_from}: {len(chain)} adapters, iteration {first}")
+        else:
+            s = sft.sft_task(key=_key(sft, cfg, {"sft": cfg.rationale_sft, "model": cfg.model},
+                                      {"base": base["digest"], "world": w["digest"]}),
+                             cfg=c, base=base, world=w)
+            chain, first = [s], 1
+            judge = scorer.scorer_task(key=_key(scorer, cfg, {"scorer": cfg.scorer},
+                                                {"base": base["digest"], "world": w["digest"]}),
+                                       cfg=c, base=base, world=w)
+            e0 = evaluate.eval_task(key=_key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
+                                             {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
+                                    cfg=c, base=base, chain=chain, world=w)
+            results.append(log_iteration(tracker, parent, 0, {"adapter": s, "eval": e0}))
+        tracker.log_artifact(parent, Path(judge["path"]) / "judge", "scorer")
+        tracker.log_metrics(parent, {f"scorer/{k}": v for k, v in judge["meta"].get("metrics", {}).items()
+                                     if isinstance(v, (int, float))})
+        for t in range(first, first + cfg.iterate.iterations):
+            say(f"iteration {t}: search -> score -> curate -> dpo -> eval")
+            inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
+            cands = search.search_task(
+                key=_key(search, cfg, {"search": cfg.search, "model": cfg.model,
+                                       "per_iteration": cfg.iterate.prompts_per_iteration},
+                         {**inputs, "iteration": t}),
+                cfg=c, base=base, chain=chain, world=w, iteration=t)
+            sc = score.score_task(key=_key(score, cfg, {"scorer": cfg.scorer},
+                                           {"judge": judge["digest"], "candidates": cands["digest"]}),
+                                  cfg=c, judge=judge, candidates=cands)
+            prefs = curate.curate_task(key=_key(curate, cfg, {"curation": cfg.curation},
+                                                {"candidates": cands["digest"], "scores": sc["digest"]}),
+                                       cfg=c, candidates=cands, scores=sc)
+            ad = dpo.dpo_task(key=_key(dpo, cfg, {"dpo": cfg.dpo, "model": cfg.model},
+                                       {**inputs, "pairs": prefs["digest"]}),
+                              cfg=c, base=base, chain=chain, pairs=prefs, world=w)
+            chain = chain + [ad]
+            ev = evaluate.eval_task(key=_key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
+                                             {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
+                                    cfg=c, base=base, chain=chain, world=w)
+            results.append(log_iteration(tracker, parent, t, {
+                "candidates": cands, "scores": sc, "pairs": prefs, "adapter": ad, "eval": ev}))
+    except BaseException:
+        tracker.end_run(parent, "FAILED")
+        raise
+    wall = time.time() - t0
+    final = results[-1]["metrics"] if results else {}
+    tracker.log_metrics(parent, {**{f"final/{k}": v for k, v in final.items()}, "pipeline/wall_seconds": wall})
+    table = metrics_table(results)
+    tracker.log_dict(parent, {"iterations": results}, "summary.json")
+    tracker.end_run(parent)
+    uri = getattr(tracker, "uri", "")
+    create_markdown_artifact(
+        key="src-summary",
+        markdown=f"# SRC pipeline run `{parent}`\n\nMLflow: `{uri}` (parent run `{parent}`)\n\n{table}\n",
+        description="per-iteration held-out metrics",
+    )
+    return {"parent_run_id": parent, "iterations": results, "wall_seconds": wall, "table": table,
+            "tracking_uri": uri}
+
+
+@flow(name="src-iterate", log_prints=True, persist_result=False)
+def src_iterate(config_path: str = "configs/builtin.yaml", overrides: list[str] | None = None,
+                iterations: int | None = None, start_from: str | None = None) -> dict:
+    """Run SRC: config file + `section.field=value` overrides; `start_from=<run id>[:<t>]`."""
+    over = list(overrides or [])
+    if iterations is not None:
+        over.append(f"iterate.iterations={iterations}")
+    cfg = load_config(config_path, over)
+    get_run_logger().info("resolved config:\n" + dump_config(cfg))
+    return run_pipeline(cfg, start_from=start_from, config_path=config_path)
+
+
+__all__ = ["src_iterate", "run_pipeline", "NullTracker"]

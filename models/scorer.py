@@ -1,0 +1,490 @@
+"""R-Scorer (METHOD.md section 3): a causal LM that judges candidates from next-token logits.
+
+One forward pass per judged input; the verdict is the softmax over the verdict tokens
+(' A', ' B', ' Tie' or ' Good', ' Bad') at the input's last position, right after the
+template's suffix ('\\nVerdict:'). No text is generated or parsed.
+
+The input cannot be steered by what a candidate says: it is assembled from token ids as
+`[bos] prefix cut(cand_a) middle cut(cand_b) suffix`, only the candidates are cut to fit
+`max_length`, the suffix is always last, and rows are left-padded so the last column is every
+row's last real token. A candidate holding 'Response A:', '\\nVerdict: B' or 10k tokens moves
+nothing about where the verdict is read.
+
+The built-in judge is a tiny Llama sharing the world's tokenizer, trained here on perturbation
+pairs (data/perturb.py); real judges (e.g. Qwen/Qwen2.5-1.5B-Instruct, fine-tuned on the same
+records) load through `load_judge` and go through exactly the same code.
+
+    python -m models.scorer --measure                 # train the tiny judge, report agreement
+    python -m models.scorer --measure --steps 200 --save /tmp/judge
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from data.config import DataConfig, ScorerConfig
+from data.prompts import PAIRWISE, POINTWISE, VERDICTS, clean_candidate, format_input, template_segments
+
+Progress = Callable[[int, int], None] | None
+JUDGE_VOCAB_SIZE = 512  # world corpus + templates: every verdict word becomes one token
+CUT_MARKER = " ..."  # stands for the cut middle of an over-long candidate
+MIN_CANDIDATE_TOKENS = 16  # below this the prompt itself is too long for max_length
+
+
+# --------------------------------------------------------------------------- model & tokenizer
+
+
+@dataclass
+class TinyJudgeSpec:
+    """Sizes of the tiny judge; defaults give ~0.7M parameters with a ~500-token vocabulary."""
+
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 256
+    max_position_embeddings: int = 1024
+
+
+def build_tiny_judge(tokenizer: Any, seed: int = 0, spec: TinyJudgeSpec | None = None) -> LlamaForCausalLM:
+    """Randomly initialised text-only Llama over `tokenizer`'s vocabulary (seeded)."""
+    spec = spec or TinyJudgeSpec()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()
+
+
+def judge_corpus(data_cfg: DataConfig | None = None, n_records: int = 60, seed: int = 0) -> list[str]:
+    """Texts for the tokenizer of a world that has a judge: the world's corpus + judge inputs.
+
+    Train with `models.factory.train_tokenizer(judge_corpus(), JUDGE_VOCAB_SIZE)`: then each
+    verdict word is one token (the world corpus alone leaves ' Tie' = 'Ġ' + 'T' + ...), and the
+    world's own text tokenizes as before.
+    """
+    from data.perturb import pair_records, point_records
+    from data.shapes import corpus, generate
+
+    data_cfg = data_cfg or DataConfig()
+    recs = generate("scorer", n_records, data_cfg, seed)
+    texts = corpus(data_cfg, seed=seed)
+    for r in pair_records(recs, seed):
+        texts.append(format_input(PAIRWISE, r["question"], r["reference"],
+                                  [r["response_a"], r["response_b"]], r["gold"]) + " " + r["verdict"])
+    for r in point_records(recs, seed):
+        texts.append(format_input(POINTWISE, r["question"], r["reference"], [r["response"]],
+                                  r["gold"]) + " " + r["verdict"])
+    return texts
+
+
+def verdict_token_ids(tokenizer: Any) -> dict[str, int]:
+    """First token id of ' A', ' B', ' Tie', ' Good', ' Bad' (the verdict follows a space).
+
+    Raises:
+        ValueError: two verdicts of one mode share their first token, so their probabilities
+            could not be told apart (train the tokenizer on `judge_corpus()`).
+    """
+    out: dict[str, int] = {}
+    for mode, words in VERDICTS.items():
+        ids = {w: tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in words}
+        if len(set(ids.values())) != len(ids):
+            raise ValueError(f"{mode} verdicts {words} share first tokens {ids}; train the "
+                             "tokenizer on models.scorer.judge_corpus()")
+        out.update(ids)
+    return out
+
+
+def save_judge(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def load_judge(name_or_path: str, dtype: str = "float32", device: str = "auto") -> tuple[Any, Any]:
+    """Any causal LM judge and its tokenizer, from a local folder or a hub id (Auto classes only).
+
+    Raises:
+        ValueError: unknown dtype, or loading failed (the message names `name_or_path`).
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, (torch.dtype, str)):
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype).to(device)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"could not load judge {name_or_path!r}: {err}") from err
+    return model.eval(), tokenizer
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def fair_caps(lengths: Sequence[int], budget: int) -> list[int]:
+    """Token caps for candidates sharing `budget`: short ones keep everything, long ones split
+    the rest equally. Depends only on the lengths, so swapping A and B swaps the caps.
+
+    Example: lengths [10, 500, 300], budget 210 -> [10, 100, 100].
+    """
+    caps = [0] * len(lengths)
+    left, todo = budget, sorted(range(len(lengths)), key=lambda i: lengths[i])
+    for n, i in enumerate(todo):
+        caps[i] = min(lengths[i], left // (len(todo) - n))
+        left -= caps[i]
+    return caps
+
+
+def cut(ids: list[int], cap: int, marker: list[int]) -> list[int]:
+    """Keep head and tail (the tail holds the answer) around `marker`; `cap` tokens at most."""
+    if len(ids) <= cap:
+        return ids
+    if cap < len(marker) + 2:
+        return ids[len(ids) - cap:] if cap else []
+    head = (cap - len(marker)) // 2
+    return ids[:head] + marker + ids[len(ids) - (cap - len(marker) - head):]
+
+
+class _Encoder:
+    """Token ids of judge inputs; fixed segments and candidates are tokenized once each."""
+
+    def __init__(self, tokenizer: Any, mode: str, max_length: int):
+        self.tok, self.mode, self.max_length = tokenizer, mode, max_length
+        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        self.marker = _ids(tokenizer, CUT_MARKER)
+
+    def fixed(self, question: str, reference: str, gold: str | None) -> tuple[list[list[int]], tuple[str, ...]]:
+        seg = template_segments(self.mode, question, reference, gold)
+        return [_ids(self.tok, t) for t in seg.texts], seg.leads
+
+    def candidate(self, lead: str, text: str) -> list[int]:
+        return _ids(self.tok, lead + clean_candidate(text))
+
+    def assemble(self, fixed: list[list[int]], cands: Sequence[list[int]], where: str = "") -> list[int]:
+        budget = self.max_length - len(self.bos) - sum(map(len, fixed))
+        caps = fair_caps([len(c) for c in cands], budget)
+        if budget < MIN_CANDIDATE_TOKENS * len(cands) and any(len(c) > k for c, k in zip(cands, caps)):
+            raise ValueError(f"judge input {where}: question, reference and template take "
+                             f"{self.max_length - budget} of max_length={self.max_length} tokens")
+        ids = self.bos + fixed[0]
+        for c, k, after in zip(cands, caps, fixed[1:]):
+            ids += cut(c, k, self.marker) + after
+        assert len(ids) <= self.max_length and ids[len(ids) - len(fixed[-1]):] == fixed[-1]
+        return ids
+
+
+def encode_input(tokenizer: Any, mode: str, question: str, reference: str,
+                 responses: Sequence[str], gold: str | None = None, max_length: int = 512) -> list[int]:
+    """Token ids of one judge input; the verdict is read after its last id (the suffix's)."""
+    enc = _Encoder(tokenizer, mode, max_length)
+    fixed, leads = enc.fixed(question, reference, gold)
+    if len(responses) != len(leads):
+        raise ValueError(f"{mode} judging takes {len(leads)} responses, got {len(responses)}")
+    return enc.assemble(fixed, [enc.candidate(ld, r) for ld, r in zip(leads, responses)])
+
+
+def pad_left(rows: Sequence[list[int]], pad_id: int, device: Any = "cpu") -> dict[str, torch.Tensor]:
+    """Left-padded batch; position ids count real tokens only, so padding changes nothing."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[r, width - len(row):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": pos.to(device)}
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for t in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if t is not None:
+            return t
+    return 0  # masked out anyway
+
+
+@torch.inference_mode()
+def verdict_probs(model: Any, tokenizer: Any, rows: Sequence[list[int]], words: Sequence[str],
+                  batch_size: int, progress: Progress = None) -> torch.Tensor:
+    """[len(rows), len(words)] softmax over the verdict tokens at each row's last position."""
+    vid = verdict_token_ids(tokenizer)
+    cols = torch.tensor([vid[w] for w in words])
+    out = torch.empty((len(rows), len(words)))
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths, less padding
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = pad_left([rows[i] for i in idx], _pad_id(tokenizer), model.device)
+        logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float().cpu()
+        out[idx] = torch.softmax(logits[:, cols], dim=-1)
+        if progress:
+            progress(min(start + batch_size, len(rows)), len(rows))
+    return out
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _items_rows(tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig, mode: str):
+    """(prompt_id, candidate ids, encoded rows) for every judged input of every item."""
+    enc = _Encoder(tokenizer, mode, cfg.max_length)
+    keys, rows = [], []
+    for it in items:
+        gold = it.get("gold") if cfg.use_gold_answer else None
+        fixed, leads = enc.fixed(it["question"], it["reference"], gold)
+        ids = list(it.get("cand_idx") or range(len(it["candidates"])))
+        if len(ids) != len(it["candidates"]):
+            raise ValueError(f"prompt {it['prompt_id']!r}: {len(ids)} cand_idx for "
+                             f"{len(it['candidates'])} candidates")
+        toks = [[enc.candidate(ld, c) for ld in sorted(set(leads))] for c in it["candidates"]]
+        lead_at = {ld: n for n, ld in enumerate(sorted(set(leads)))}
+        where = f"of prompt {it['prompt_id']!r}"
+        if mode == POINTWISE:
+            for k, t in zip(ids, toks):
+                keys.append((it["prompt_id"], k))
+                rows.append(enc.assemble(fixed, [t[lead_at[leads[0]]]], where))
+            continue
+        la, lb = lead_at[leads[0]], lead_at[leads[1]]
+        for i in range(len(ids)):
+            for j in range(len(ids)):
+                if i != j:  # every unordered pair, in both orders
+                    keys.append((it["prompt_id"], ids[i], ids[j]))
+                    rows.append(enc.assemble(fixed, [toks[i][la], toks[j][lb]], where))
+    return keys, rows
+
+
+def score_pairs(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
+                progress: Progress = None) -> list[dict[str, Any]]:
+    """All N(N-1)/2 pairs of each prompt's candidates, both orders: the rows curation eats.
+
+    Items: `prompt_id, question, reference, candidates` (list of texts), optional `gold`
+    (shown when cfg.use_gold_answer) and `cand_idx` (ids of the candidates; default 0..N-1).
+    Returns rows `prompt_id, a_idx, b_idx, p_a, p_b, p_tie` (`data.curation.PAIR_COLUMNS`),
+    N(N-1) per prompt, each a softmax over ' A', ' B', ' Tie' (sums to 1).
+    """
+    keys, rows = _items_rows(tokenizer, items, cfg, PAIRWISE)
+    probs = verdict_probs(model, tokenizer, rows, VERDICTS[PAIRWISE], cfg.batch_size, progress)
+    return [{"prompt_id": pid, "a_idx": a, "b_idx": b, "p_a": float(p[0]), "p_b": float(p[1]),
+             "p_tie": float(p[2])} for (pid, a, b), p in zip(keys, probs.tolist())]
+
+
+def score_points(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
+                 progress: Progress = None) -> list[dict[str, Any]]:
+    """Pointwise mode (ablation): rows `prompt_id, cand_idx, p_good`, softmax over Good/Bad."""
+    keys, rows = _items_rows(tokenizer, items, cfg, POINTWISE)
+    probs = verdict_probs(model, tokenizer, rows, VERDICTS[POINTWISE], cfg.batch_size, progress)
+    return [{"prompt_id": pid, "cand_idx": k, "p_good": float(p[0])}
+            for (pid, k), p in zip(keys, probs.tolist())]
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _encode_record(enc: dict[str, _Encoder], r: dict, cfg: ScorerConfig) -> tuple[list[int], str, str]:
+    """(ids, mode, verdict) of a labelled pair (`response_a/b`) or pointwise (`response`) record."""
+    mode = PAIRWISE if "response_a" in r else POINTWISE
+    gold = r.get("gold") if cfg.use_gold_answer else None
+    e = enc[mode]
+    fixed, leads = e.fixed(r["question"], r["reference"], gold)
+    texts = [r["response_a"], r["response_b"]] if mode == PAIRWISE else [r["response"]]
+    return e.assemble(fixed, [e.candidate(ld, t) for ld, t in zip(leads, texts)], r.get("id", "")), mode, r["verdict"]
+
+
+def train_judge(model: Any, tokenizer: Any, train_records: Sequence[dict], cfg: ScorerConfig,
+                progress: Progress = None, seed: int = 0) -> dict[str, float]:
+    """Supervised fine-tuning of the judge on labelled records (data/perturb.py); returns metrics.
+
+    loss = CE(verdict | verdict tokens of the mode) + cfg.lm_loss_weight * LM loss over the
+    input. A hand loop rather than TRL's SFTTrainer because the loss has two terms, one of them
+    a softmax restricted to 3 (or 2) verdict tokens, exactly what `score_pairs` reads; the LM
+    term is what makes the tiny judge learn at all (NOTES.md: verdict-only did not in 2 min).
+    One step sees cfg.train_batch_size records; records are drawn without replacement, epoch
+    by epoch, in a seeded order.
+    """
+    if not train_records:
+        raise ValueError("train_judge needs at least one labelled record")
+    vid = verdict_token_ids(tokenizer)
+    enc = {m: _Encoder(tokenizer, m, cfg.max_length - 1) for m in VERDICTS}  # room for the label
+    allowed = {m: torch.zeros(len(tokenizer), dtype=torch.bool) for m in VERDICTS}
+    for m, words in VERDICTS.items():
+        allowed[m][[vid[w] for w in words]] = True
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    steps, warmup = cfg.train_steps, max(1, cfg.train_steps // 20)
+    # linear warm-up, then cosine decay to 10% of the peak learning rate
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
+        0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    device, pad = model.device, _pad_id(tokenizer)
+    order: list[int] = []
+    hist: list[tuple[float, float, float, float]] = []
+    model.train()
+    t0 = time.time()
+    for step in range(steps):
+        if len(order) < cfg.train_batch_size:
+            order += torch.randperm(len(train_records), generator=gen).tolist()
+        idx, order = order[:cfg.train_batch_size], order[cfg.train_batch_size:]
+        encoded = [_encode_record(enc, train_records[i], cfg) for i in idx]
+        batch = pad_left([ids + [vid[v]] for ids, _, v in encoded], pad, device)
+        logits = model(**batch).logits.float()
+        target = torch.tensor([vid[v] for _, _, v in encoded], device=device)
+        mask = torch.stack([allowed[m] for _, m, _ in encoded]).to(device)
+        # column -2 is every row's suffix end (left padding): where inference reads the verdict
+        vlogits = logits[:, -2, :].masked_fill(~mask, float("-inf"))
+        v_loss = F.cross_entropy(vlogits, target)
+        tgt_mask = batch["attention_mask"][:, 1:].float()
+        tok_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["input_ids"][:, 1:], reduction="none")
+        lm_loss = (tok_loss * tgt_mask).sum() / tgt_mask.sum()
+        loss = v_loss + cfg.lm_loss_weight * lm_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        acc = (vlogits.argmax(-1) == target).float().mean().item()
+        hist.append((loss.item(), v_loss.item(), lm_loss.item(), acc))
+        if progress:
+            progress(step + 1, steps)
+    model.eval()
+    last = hist[-50:]
+    mean = lambda k: sum(h[k] for h in last) / len(last)
+    return {"judge/train_loss": mean(0), "judge/verdict_loss": mean(1), "judge/lm_loss": mean(2),
+            "judge/train_acc": mean(3), "judge/train_seconds": time.time() - t0,
+            "judge/train_steps": float(steps), "judge/train_examples": float(steps * cfg.train_batch_size)}
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def agreement(rows: Sequence[dict], items: Sequence[dict]) -> dict[str, float]:
+    """How often the judge prefers what the exact scorer prefers (items carry `qualities`).
+
+    `judge/agreement`: over unordered pairs the exact scorer does not tie, p(i>j) (both orders,
+    METHOD.md formula) > 1/2 exactly when quality_i > quality_j. `judge/order_agreement`: the
+    same per ordered pair from the argmax verdict alone (a Tie counts as a miss).
+    `judge/tie_acc`: argmax 'Tie' on ordered pairs the exact scorer ties.
+    """
+    from data.curation import aggregate_pairs, flip_rate
+
+    q = {(it["prompt_id"], k): qual for it in items
+         for k, qual in zip(it.get("cand_idx") or range(len(it["candidates"])), it["qualities"])}
+    agg = aggregate_pairs(rows)
+    dec = [(r.p_i_over_j > 0.5) == (q[(r.prompt_id, r.i)] > q[(r.prompt_id, r.j)])
+           for r in agg.itertuples() if q[(r.prompt_id, r.i)] != q[(r.prompt_id, r.j)]]
+    order_hits, tie_hits = [], []
+    for r in rows:
+        qa, qb = q[(r["prompt_id"], r["a_idx"])], q[(r["prompt_id"], r["b_idx"])]
+        pick = max(("A", r["p_a"]), ("B", r["p_b"]), ("Tie", r["p_tie"]), key=lambda x: x[1])[0]
+        want = "A" if qa > qb else "B" if qb > qa else "Tie"
+        (tie_hits if want == "Tie" else order_hits).append(pick == want)
+    frac = lambda xs: sum(xs) / len(xs) if xs else float("nan")
+    return {"judge/agreement": frac(dec), "judge/order_agreement": frac(order_hits),
+            "judge/tie_acc": frac(tie_hits), "judge/flip_rate": flip_rate(rows),
+            "judge/n_decisive_pairs": float(len(dec))}
+
+
+def pair_accuracy(model: Any, tokenizer: Any, pairs: Sequence[dict], cfg: ScorerConfig) -> float:
+    """3-way argmax accuracy on labelled ordered pairs (data/perturb.py), via `score_pairs`."""
+    items = [{"prompt_id": n, "question": p["question"], "reference": p["reference"],
+              "gold": p.get("gold"), "candidates": [p["response_a"], p["response_b"]]}
+             for n, p in enumerate(pairs)]
+    rows = [r for r in score_pairs(model, tokenizer, items, cfg) if r["a_idx"] == 0]
+    names = VERDICTS[PAIRWISE]
+    hits = [names[max(range(3), key=(r["p_a"], r["p_b"], r["p_tie"]).__getitem__)] == p["verdict"]
+            for r, p in zip(rows, pairs)]
+    return sum(hits) / len(hits) if hits else float("nan")
+
+
+def _measure(args: argparse.Namespace) -> dict[str, float]:
+    from data.perturb import candidate_items, pair_records, point_records
+    from data.shapes import generate
+    from models.factory import train_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_cfg = DataConfig()
+    over = {"train_steps": args.steps, "n_train_items": args.n_train, "learning_rate": args.lr,
+            "train_batch_size": args.batch}
+    cfg = ScorerConfig(**{k: v for k, v in over.items() if v})
+    tokenizer = train_tokenizer(judge_corpus(data_cfg, seed=args.seed), JUDGE_VOCAB_SIZE)
+    spec = TinyJudgeSpec(**{k: v for k, v in zip(
+        ("hidden_size", "num_layers", "intermediate_size", "num_heads", "num_kv_heads"),
+        (args.hidden, args.layers, args.hidden * 2, args.heads, args.heads // 2)) if v})
+    model = build_tiny_judge(tokenizer, seed=args.seed, spec=spec).to(args.device)
+    print(f"tiny judge: {sum(p.numel() for p in model.parameters()):,} parameters, vocab "
+          f"{len(tokenizer)}, {args.device}, threads {torch.get_num_threads()}, {cfg}", flush=True)
+    train_recs = generate("scorer", cfg.n_train_items, data_cfg, args.seed)
+    train = pair_records(train_recs, args.seed)
+    if args.with_points:
+        train += point_records(train_recs, args.seed)
+    print(f"{len(train)} training records from {cfg.n_train_items} scorer-split records", flush=True)
+    eval_recs = generate("eval", args.n_eval, data_cfg, args.seed)
+    items = candidate_items(eval_recs, args.seed)
+    t0 = time.time()
+
+    def tick(done: int, total: int) -> None:
+        if args.eval_every and (done % args.eval_every == 0 or done == total):
+            a = agreement(score_pairs(model, tokenizer, items[:60], cfg), items[:60])
+            model.train()
+            print(f"  step {done}/{total} {time.time() - t0:.0f}s agreement "
+                  f"{a['judge/agreement']:.3f} tie_acc {a['judge/tie_acc']:.3f}", flush=True)
+
+    metrics = train_judge(model, tokenizer, train, cfg, tick, seed=args.seed)
+    t0 = time.time()
+    rows = score_pairs(model, tokenizer, items, cfg)
+    metrics["judge/pairs_per_second"] = len(rows) / (time.time() - t0)
+    metrics.update(agreement(rows, items))
+    metrics["judge/heldout_pair_acc"] = pair_accuracy(model, tokenizer,
+                                                      pair_records(eval_recs, args.seed), cfg)
+    for k, v in metrics.items():
+        print(f"{k:28s} {v:.4f}")
+    if args.save:
+        print("saved to", save_judge(model, tokenizer, args.save))
+    return metrics
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--measure", action="store_true", help="train the tiny judge and measure it")
+    ap.add_argument("--steps", type=int, default=0, help="train steps (default: ScorerConfig)")
+    ap.add_argument("--n-train", type=int, default=0, help="scorer-split records to perturb")
+    ap.add_argument("--n-eval", type=int, default=300, help="eval-split records to judge")
+    ap.add_argument("--lr", type=float, default=0.0, help="learning rate (default: ScorerConfig)")
+    ap.add_argument("--batch", type=int, default=0, help="train batch (default: ScorerConfig)")
+    ap.add_argument("--hidden", type=int, default=0, help="judge width (default: TinyJudgeSpec)")
+    ap.add_argument("--layers", type=int, default=0, help="judge depth (default: TinyJudgeSpec)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--eval-every", type=int, default=0, help="print agreement every N steps")
+    ap.add_argument("--with-points", action="store_true", help="train on pointwise items too")
+    ap.add_argument("--heads", type=int, default=0, help="attention heads (default: TinyJudgeSpec)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--save", default="", help="folder to save the trained judge in")
+    args = ap.parse_args()
+    if not args.measure:
+        ap.error("nothing to do: pass --measure")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _measure(args)

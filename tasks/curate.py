@@ -1,0 +1,39 @@
+"""Task: confidence-weighted preference curation (stage 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.records import read_records, write_records
+from tasks.common import config_of, log, stage_task
+from tasks.store import produce, write_json
+
+STAGE, VERSION = "curate", 1
+
+
+def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path) -> dict:
+    from data.curation import curate
+
+    cfg = config_of(cfg_dict)
+    cands = read_records(Path(candidates["path"]) / "candidates.parquet")
+    pair_file = Path(scores["path"]) / "pairwise_scores.parquet"
+    point_file = Path(scores["path"]) / "pointwise_scores.parquet"
+    kwargs = {}
+    if cfg.curation.preference != "answer_only":
+        if pair_file.exists():
+            kwargs["pair_rows"] = read_records(pair_file)
+        else:
+            kwargs["point_rows"] = read_records(point_file)
+    result = curate(cands, kwargs.pop("pair_rows", None), cfg.curation,
+                    point_rows=kwargs.get("point_rows"), prompt_fields=("question", "gold"))
+    write_records(result.pairs, out / "preference_pairs.parquet")
+    write_records(result.scores, out / "candidate_scores.parquet")
+    metrics = result.metrics()
+    write_json(out / "metrics.json", {"metrics": metrics, "dropped": result.dropped})
+    log()(f"[curate] kept {result.kept}/{result.n_prompts}, dropped {result.dropped}")
+    return {"metrics": metrics, "dropped": result.dropped}
+
+
+@stage_task("curate")
+def curate_task(key: str, cfg: dict, candidates: dict, scores: dict) -> dict:
+    return produce(STAGE, key, lambda out: build_pairs(cfg, candidates, scores, out))

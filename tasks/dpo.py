@@ -1,0 +1,35 @@
+"""Task: weighted LoRA DPO of iteration t on pi_{t-1} (stage 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.records import read_records
+from tasks.common import config_of, load_policy, progress_logger, stage_task
+from tasks.store import produce, write_json
+
+STAGE, VERSION = "dpo", 1
+
+
+def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world: dict,
+              out: Path) -> dict:
+    from models.dpo import train_dpo
+
+    cfg = config_of(cfg_dict)
+    model, processor = load_policy(cfg, base, chain)
+    prefs = read_records(Path(pairs["path"]) / "preference_pairs.parquet")
+    pool = {r["id"]: r["image"] for r in read_records(Path(world["path"]) / "pool.parquet")}
+    for p in prefs:  # images travel by id, not copied into every pairs file
+        p["image"] = pool[p["prompt_id"]]
+    if not prefs:  # the policy stays pi_{t-1}; the flow logs why
+        write_json(out / "metrics.json", {"skipped": "curation kept no preference pairs"})
+        return {"skipped": True, "metrics": {}}
+    metrics = train_dpo(model, processor, prefs, cfg.dpo, out / "adapter", cfg.seed,
+                        progress_logger("dpo"), gradient_checkpointing=cfg.model.gradient_checkpointing)
+    write_json(out / "metrics.json", metrics)
+    return {"metrics": metrics}
+
+
+@stage_task("dpo", retries=1)
+def dpo_task(key: str, cfg: dict, base: dict, chain: list[dict], pairs: dict, world: dict) -> dict:
+    return produce(STAGE, key, lambda out: build_dpo(cfg, base, chain, pairs, world, out))

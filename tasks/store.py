@@ -1,0 +1,136 @@
+"""Content-addressed stage outputs: atomic writes, manifest last, digests verified on read.
+
+A stage's output lives in `<state>/stages/<stage>/<key>/`. The key hashes the stage name, a
+stage version, its config section without runtime knobs, its input digests and the seed
+(STYLE.md rule 5). The folder is written under a temporary name, the manifest (file digests,
+counts) is written last, then the folder is renamed into place: a folder with a manifest whose
+digests match is "done", anything else is "not done" and is recomputed. The same key is the
+Prefect cache key, so the cache and the store never disagree.
+
+The state directory is `$SRC_STATE_DIR`, else `.src/` in the project folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from data.config import digest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+MANIFEST = "manifest.json"
+
+
+def state_dir() -> Path:
+    """`$SRC_STATE_DIR` or `<project>/.src`, absolute, created on demand."""
+    p = Path(os.environ.get("SRC_STATE_DIR") or PROJECT_DIR / ".src").resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def stage_key(stage: str, version: int, config: Any, inputs: dict[str, str], seed: int) -> str:
+    """The content address of a stage's output (a short sha256)."""
+    blob = {"stage": stage, "version": version, "config": config, "inputs": inputs, "seed": seed}
+    return digest(blob)[:20]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def stage_path(stage: str, key: str) -> Path:
+    return state_dir() / "stages" / stage / key
+
+
+def read_manifest(path: Path) -> dict | None:
+    """The manifest if every listed file is present with its digest, else None."""
+    mf = Path(path) / MANIFEST
+    try:
+        manifest = json.loads(mf.read_text())
+    except (OSError, ValueError):
+        return None
+    for rel, want in manifest.get("files", {}).items():
+        f = Path(path) / rel
+        if not f.is_file() or file_digest(f) != want:
+            return None
+    return manifest
+
+
+def ref_of(path: Path, manifest: dict) -> dict:
+    """The small JSON reference a task returns: where the output is and what it holds."""
+    return {"path": str(path), "digest": manifest["digest"], "stage": manifest["stage"],
+            "key": manifest["key"], "meta": manifest.get("meta", {})}
+
+
+def lookup(stage: str, key: str) -> dict | None:
+    """The reference of a finished, verified output, or None."""
+    path = stage_path(stage, key)
+    manifest = read_manifest(path)
+    return ref_of(path, manifest) if manifest else None
+
+
+@contextlib.contextmanager
+def _lock(stage: str, key: str) -> Iterator[None]:
+    """One writer per output: a second run with the same key waits, then reuses."""
+    lock_dir = state_dir() / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{stage}-{key}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def produce(stage: str, key: str, build: Callable[[Path], dict | None]) -> dict:
+    """Return the verified output for `key`, building it with `build(tmp_dir)` if needed.
+
+    `build` writes its files into the temporary folder it is given and may return a small
+    `meta` dict (counts, metrics) that goes into the manifest.
+    """
+    found = lookup(stage, key)
+    if found:
+        return found
+    with _lock(stage, key):
+        found = lookup(stage, key)  # another run finished it while we waited
+        if found:
+            return found
+        final = stage_path(stage, key)
+        tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        try:
+            meta = build(tmp) or {}
+            files = {
+                str(p.relative_to(tmp)): file_digest(p)
+                for p in sorted(tmp.rglob("*")) if p.is_file()
+            }
+            manifest = {"stage": stage, "key": key, "files": files, "meta": meta,
+                        "digest": digest(files), "created": time.time()}
+            # manifest last: its presence with matching digests means "done"
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+            if final.exists():  # a half-written or corrupted earlier attempt
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return ref_of(final, manifest)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary name (readers never see half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)

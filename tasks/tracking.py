@@ -1,0 +1,130 @@
+"""Tracking at the edge: one MLflow parent run per pipeline run, a child run per iteration.
+
+Everything goes through `MlflowClient` with explicit run ids (never the thread-local "active
+run"), because Prefect may run a task in another thread. `NullTracker` has the same methods
+and does nothing, for library use and tests that do not look at tracking.
+
+Layout (tests and users' scripts read these names):
+- parent run: tag `src.role=pipeline`, artifact `config.yaml`, tags `src.flow_run_id`,
+  `src.code_commit`, summary metrics;
+- child run per iteration t: tags `src.role=iteration`, `src.iteration=<t>`; artifacts
+  `candidates.parquet`, `pairwise_scores.parquet`, `preference_pairs.parquet`, `adapter/`,
+  `eval/metrics.json`, `eval/samples.parquet`; metrics `eval/*`, `judge/flip_rate`,
+  `curate/kept_frac`, `dpo/loss` (step = iteration).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from tasks.store import state_dir
+
+
+def default_tracking_uri() -> str:
+    """`$MLFLOW_TRACKING_URI`, else a SQLite store inside the state directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir() / 'mlflow.db'}"
+
+
+def default_artifact_root() -> str:
+    return (state_dir() / "mlartifacts").as_uri()
+
+
+class Tracker(Protocol):
+    def start_run(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str: ...
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None: ...
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None: ...
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_table(self, run_id: str, rows: list[dict], artifact_file: str) -> None: ...
+    def log_dict(self, run_id: str, obj: dict, artifact_file: str) -> None: ...
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    """Same signatures as MLflowTracker; records nothing."""
+
+    def start_run(self, name, tags, parent_id=None):
+        return "null"
+
+    def log_metrics(self, run_id, metrics, step=None):
+        pass
+
+    def log_params(self, run_id, params):
+        pass
+
+    def set_tags(self, run_id, tags):
+        pass
+
+    def log_artifact(self, run_id, path, artifact_path=None):
+        pass
+
+    def log_table(self, run_id, rows, artifact_file):
+        pass
+
+    def log_dict(self, run_id, obj, artifact_file):
+        pass
+
+    def end_run(self, run_id, status="FINISHED"):
+        pass
+
+
+class MLflowTracker:
+    """MLflow with explicit run ids; creates the experiment with an explicit artifact root."""
+
+    def __init__(self, experiment: str, tracking_uri: str | None = None):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri or default_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        self._mlflow = mlflow
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            location = default_artifact_root() if self.uri.startswith("sqlite") else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = exp.experiment_id
+
+    def start_run(self, name, tags, parent_id=None):
+        tags = dict(tags)
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return run.info.run_id
+
+    def log_metrics(self, run_id, metrics, step=None):
+        import math
+
+        for k, v in metrics.items():
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                continue
+            self.client.log_metric(run_id, k, float(v), step=step or 0)
+
+    def log_params(self, run_id, params):
+        for k, v in params.items():
+            self.client.log_param(run_id, k, str(v)[:6000])
+
+    def set_tags(self, run_id, tags):
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
+
+    def log_artifact(self, run_id, path, artifact_path=None):
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_table(self, run_id, rows, artifact_file):
+        import pandas as pd
+
+        self._mlflow.log_table(pd.DataFrame(rows), artifact_file, run_id=run_id)
+
+    def log_dict(self, run_id, obj, artifact_file):
+        self.client.log_dict(run_id, obj, artifact_file)
+
+    def end_run(self, run_id, status="FINISHED"):
+        self.client.set_terminated(run_id, status=status)
