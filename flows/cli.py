@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--start-from", default=None,
                            help="<pipeline run id>[:<iteration>] to continue from")
         p.set_defaults(fn=fn)
+    from flows import compare
+
+    compare.add_commands(sub)
     args = ap.parse_args(argv)
     from data.config import ConfigError
 
