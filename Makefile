@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test lint clean bootstrap
+.PHONY: setup run test lint clean bootstrap stages
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,11 +30,17 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# the SRC pipeline on the built-in world: rationale SFT, R-Scorer, 2 iterations, per-iteration table
 run: $(STAMP)
-	$(PY) -m flows.cli run --config configs/builtin.yaml
+	$(VENV)/bin/src run --config configs/builtin.yaml
 
+# the whole suite, slow integration tests included (plain `pytest` skips `slow` and `gpu`)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not gpu"
+
+# every stage once as plain function calls (no Prefect): the library end to end
+stages: $(STAMP)
+	$(PY) scripts/run_stages.py --config configs/builtin.yaml
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -118,6 +118,7 @@ class ScorerConfig(Section):
     learning_rate: float = Field(2e-3, gt=0, description="judge SFT learning rate")
     lm_loss_weight: float = Field(1.0, ge=0, description="weight of the language-model loss")
     n_train_items: int = Field(3000, ge=1, description="gold rationales to perturb for training")
+    n_heldout: int = Field(100, ge=0, description="held-out items to measure judge agreement")
     batch_size: int = runtime(64, "judge inputs per forward pass")
 
 

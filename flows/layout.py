@@ -126,7 +126,11 @@ def resolve_start(spec: str, tracker) -> dict:
     into the store (downloaded from MLflow), and the iteration to continue after."""
     run_id, _, it = spec.partition(":")
     client = tracker.client
-    runs = client.search_runs([tracker.experiment_id] if False else [client.get_run(run_id).info.experiment_id],
+    try:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    except Exception as e:  # noqa: BLE001 - MlflowException for an unknown id
+        raise ValueError(f"start_from: no MLflow run {run_id!r} at {tracker.uri}") from e
+    runs = client.search_runs([experiment_id],
                               filter_string=f"tags.mlflow.parentRunId = '{run_id}' and tags.`src.role` = 'iteration'")
     by_t = {int(r.data.tags["src.iteration"]): r for r in runs}
     if not by_t:
@@ -138,7 +142,10 @@ def resolve_start(spec: str, tracker) -> dict:
     for t in range(0, last + 1):
         if t not in by_t:
             raise ValueError(f"start_from: run {run_id!r} lacks iteration {t}")
-        chain.append(_import(client, by_t[t].info.run_id, "adapter", "import_adapter", "adapter"))
+        child = by_t[t].info.run_id
+        if not client.list_artifacts(child, "adapter"):
+            continue  # that iteration's DPO was skipped (no pairs kept): the policy did not change
+        chain.append(_import(client, child, "adapter", "import_adapter", "adapter"))
     judge = _import(client, run_id, "scorer", "import_judge", "judge")
     return {"chain": chain, "judge": judge, "iteration": last}
 

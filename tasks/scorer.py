@@ -27,8 +27,10 @@ def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path) -> dict:
         train += point_records(records, cfg.seed)
     metrics = train_judge(model, tokenizer, train, cfg.scorer, progress_logger("scorer"), seed=cfg.seed)
     # agreement with the exact scorer on held-out (eval split) perturbation candidates
-    held = candidate_items(read_records(Path(world["path"]) / "eval.parquet")[:200], cfg.seed)
-    metrics.update(agreement(score_pairs(model, tokenizer, held, cfg.scorer), held))
+    n = cfg.scorer.n_heldout
+    if n:
+        held = candidate_items(read_records(Path(world["path"]) / "eval.parquet")[:n], cfg.seed)
+        metrics.update(agreement(score_pairs(model, tokenizer, held, cfg.scorer), held))
     save_judge(model, tokenizer, out / "judge")
     write_json(out / "metrics.json", metrics)
     return {"metrics": metrics}

@@ -27,6 +27,9 @@ from data.config import digest
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
+# Reports (timings, training curves) are verified like any file but left out of the content
+# digest: two runs that produce the same data have the same digest, so downstream keys agree.
+REPORTS = ("metrics.json",)
 
 
 def state_dir() -> Path:
@@ -116,8 +119,9 @@ def produce(stage: str, key: str, build: Callable[[Path], dict | None]) -> dict:
                 str(p.relative_to(tmp)): file_digest(p)
                 for p in sorted(tmp.rglob("*")) if p.is_file()
             }
+            content = {f: d for f, d in files.items() if Path(f).name not in REPORTS}
             manifest = {"stage": stage, "key": key, "files": files, "meta": meta,
-                        "digest": digest(files), "created": time.time()}
+                        "digest": digest(content), "created": time.time()}
             # manifest last: its presence with matching digests means "done"
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
             if final.exists():  # a half-written or corrupted earlier attempt

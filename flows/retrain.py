@@ -1,0 +1,338 @@
+"""Retraining from the champion policy: continue SRC from the best policy so far and move the
+`champion` alias only when held-out accuracy improves.
+
+    src retrain --config configs/builtin.yaml [section.field=value ...]
+    python -m flows.retrain --config configs/smoke.yaml iterate.iterations=1
+    prefect deployment run src-iterate/retrain      # the scheduled deployment (prefect.yaml)
+
+The champion is the version of the registered model `<tracking.experiment>-policy` (or
+`registered_model`) that carries the alias `champion` in the MLflow Model Registry. A policy is
+the base plus the adapter chain of iterations 0..t of a pipeline run (flows/layout.py), so a
+version's tags say where it lives and how good it was:
+
+    src.pipeline_run_id, src.iteration   -> start_from=<pipeline run id>:<iteration>
+    src.eval_accuracy, src.eval_accuracy_se, src.heldout_signature, src.base_digest
+
+Its source is the `adapter/` artifact of the iteration child run (`runs:/<run id>/adapter`: the
+form both a SQLite store and a tracking server accept for a folder without an MLmodel file).
+
+A retraining run
+1. reads the champion; with none, runs a fresh pipeline and registers its best iteration;
+2. otherwise runs the configured iterations from the champion (`run_pipeline(start_from=...)`);
+   if the held-out set changed since the champion was registered (data/eval config), the
+   champion is first re-evaluated on the current one, so both numbers are comparable;
+3. promotes (new version + alias) only if the best new iteration's accuracy beats the
+   champion's by more than `min_improvement`;
+4. records the decision and why: tag `src.retrain_decision` (initial | promote | keep) and
+   `retrain_decision.json` on the new pipeline run, and a Prefect markdown artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ALIAS = "champion"
+DECISIONS = ("initial", "promote", "keep")
+
+
+@dataclass(frozen=True)
+class Score:
+    """Held-out accuracy of one policy, with its standard error (fractions, not percent)."""
+
+    accuracy: float
+    se: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # one of DECISIONS
+    reason: str
+
+
+def _pct(s: Score) -> str:
+    return f"{100 * s.accuracy:.1f} ± {100 * s.se:.1f}%"
+
+
+def decide(candidate: Score | None, champion: Score | None,
+           min_improvement: float = 0.0) -> Decision:
+    """Promote only on a strict improvement of held-out accuracy larger than `min_improvement`.
+
+    >>> decide(Score(0.60, 0.02), Score(0.55, 0.02)).action
+    'promote'
+    >>> decide(Score(0.55, 0.02), Score(0.55, 0.02)).action   # a tie keeps the champion
+    'keep'
+    """
+    if champion is None:
+        if candidate is None:
+            raise ValueError("no champion and no candidate: the pipeline evaluated nothing")
+        return Decision("initial", f"no champion yet: the best iteration ({_pct(candidate)}) "
+                                   "becomes the first champion")
+    if candidate is None:
+        return Decision("keep", "no new iteration was evaluated (iterate.iterations=0)")
+    gain = candidate.accuracy - champion.accuracy
+    noise = math.hypot(candidate.se, champion.se)
+    vs = (f"candidate {_pct(candidate)} vs champion {_pct(champion)}: "
+          f"{100 * gain:+.1f} points, need > {100 * min_improvement:+.1f}")
+    if gain > min_improvement:
+        caveat = "; within one combined standard error, so possibly noise" if gain < noise else ""
+        return Decision("promote", f"held-out accuracy improved ({vs}){caveat}")
+    return Decision("keep", f"held-out accuracy did not improve ({vs})")
+
+
+def best_iteration(iterations: list[dict]) -> dict | None:
+    """The iteration with the highest `eval/accuracy`; ties go to the earliest (fewer adapters)."""
+    scored = [r for r in iterations if "eval/accuracy" in r["metrics"]]
+    if not scored:
+        return None
+    return max(scored, key=lambda r: (r["metrics"]["eval/accuracy"], -r["iteration"]))
+
+
+def score_of(metrics: dict) -> Score:
+    return Score(float(metrics["eval/accuracy"]), float(metrics.get("eval/accuracy_se", 0.0)))
+
+
+def policy_model_name(cfg) -> str:
+    """The registered model of an experiment's policies: `<tracking.experiment>-policy`."""
+    return f"{cfg.tracking.experiment}-policy"
+
+
+def heldout_signature(cfg) -> str:
+    """What a held-out accuracy depends on besides the policy: eval set, decoding, seed.
+    The base is checked separately (a champion's adapters only fit the base they grew on)."""
+    from data.config import digest, stage_signature
+
+    model = {k: v for k, v in stage_signature(cfg.model).items() if k != "base"}
+    return digest({"data": stage_signature(cfg.data), "eval": stage_signature(cfg.eval),
+                   "model": model, "seed": cfg.seed})[:16]
+
+
+def get_champion(client, name: str) -> dict | None:
+    """The champion version as a plain dict, or None (no registered model or no alias)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if ALIAS not in (rm.aliases or {}):
+        return None
+    mv = client.get_model_version_by_alias(name, ALIAS)
+    tags = dict(mv.tags)
+    missing = [k for k in ("src.pipeline_run_id", "src.iteration", "src.eval_accuracy")
+               if k not in tags]
+    if missing:
+        raise ValueError(f"registered model {name!r} version {mv.version} (alias {ALIAS!r}) lacks "
+                         f"tags {missing}: it was not registered by a retraining run; move the "
+                         f"alias to a version that has them or use another registered_model")
+    return {"version": str(mv.version), "source": mv.source, "run_id": mv.run_id, "tags": tags,
+            "score": Score(float(tags["src.eval_accuracy"]),
+                           float(tags.get("src.eval_accuracy_se", 0.0)))}
+
+
+def _adapter_source(client, iterations: list[dict], best: dict,
+                    champion: dict | None) -> tuple[str, str]:
+    """(source URI, run id) of the best policy's last adapter. An iteration whose DPO was
+    skipped (no pairs kept) has no adapter: its policy is the previous iteration's."""
+    for r in sorted(iterations, key=lambda r: -r["iteration"]):
+        if r["iteration"] <= best["iteration"] and client.list_artifacts(r["run_id"], "adapter"):
+            return f"runs:/{r['run_id']}/adapter", r["run_id"]
+    if champion is None:
+        raise ValueError(f"iteration {best['iteration']} of run {best['run_id']} has no adapter "
+                         "artifact before it: nothing to register")
+    return champion["source"], champion["run_id"]
+
+
+def register(client, name: str, source: tuple[str, str], tags: dict[str, str],
+             description: str) -> str:
+    """A new version of `name` (created on first use) with the alias moved to it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(
+            name, tags={"src.kind": "policy"},
+            description=f"SRC policies; alias `{ALIAS}` = the best so far (flows/retrain.py). "
+                        "A version's tags src.pipeline_run_id and src.iteration give "
+                        "start_from=<run id>:<iteration>.")
+    uri, run_id = source
+    mv = client.create_model_version(name, source=uri, run_id=run_id, tags=tags,
+                                     description=description)
+    client.set_registered_model_alias(name, ALIAS, mv.version)
+    return str(mv.version)
+
+
+def _reevaluate(cfg, spec: str, tracker) -> Score:
+    """Held-out accuracy of the policy at `<run id>:<t>` on the current config's held-out set
+    (cached stage tasks, so a repeat costs nothing)."""
+    from flows.layout import base_ref, resolve_start
+    from flows.src_iterate import _key
+    from tasks import evaluate, world
+
+    c = cfg.model_dump(mode="json")
+    base = base_ref(cfg.model.base)
+    w = world.world_task(key=_key(world, cfg, {"data": cfg.data,
+                                               "n_scorer": cfg.scorer.n_train_items}, {}), cfg=c)
+    chain = resolve_start(spec, tracker)["chain"]
+    ev = evaluate.eval_task(
+        key=_key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
+                 {"base": base["digest"], "chain": [r["digest"] for r in chain],
+                  "world": w["digest"]}),
+        cfg=c, base=base, chain=chain, world=w)
+    summary = json.loads((Path(ev["path"]) / "metrics.json").read_text())
+    return Score(float(summary["accuracy"]), float(summary.get("accuracy_se", 0.0)))
+
+
+def retrain_pipeline(cfg, registered_model: str | None = None, tracker=None,
+                     config_path: str | None = None, min_improvement: float = 0.0) -> dict:
+    """One retraining run (see the module docstring); returns run_pipeline's result plus
+    `retrain`: the decision record also logged as `retrain_decision.json`."""
+    from prefect import get_run_logger
+    from prefect.artifacts import create_markdown_artifact
+
+    from flows.layout import base_ref
+    from flows.src_iterate import run_pipeline
+    from tasks.tracking import MLflowTracker
+
+    say = get_run_logger().info
+    tracker = tracker or MLflowTracker(cfg.tracking.experiment, cfg.tracking.tracking_uri)
+    client, name = tracker.client, registered_model or policy_model_name(cfg)
+    heldout, base = heldout_signature(cfg), base_ref(cfg.model.base)["digest"]
+    champion = get_champion(client, name)
+    spec, before, reevaluated = None, None, False
+    if champion:
+        t = champion["tags"]
+        if t.get("src.base_digest", base) != base:
+            raise ValueError(
+                f"champion v{champion['version']} of {name!r} grew on a base with digest "
+                f"{t['src.base_digest'][:12]}, model.base={cfg.model.base!r} has {base[:12]}: "
+                "its adapters do not fit; pass another registered_model to start a new lineage")
+        spec = f"{t['src.pipeline_run_id']}:{t['src.iteration']}"
+        before = champion["score"]
+        if t.get("src.heldout_signature") != heldout:
+            say(f"held-out set changed since champion v{champion['version']}: re-evaluating it")
+            before, reevaluated = _reevaluate(cfg, spec, tracker), True
+        say(f"champion v{champion['version']} of {name!r}: {spec}, accuracy {_pct(before)}")
+    else:
+        say(f"no champion of {name!r} at {tracker.uri}: running a fresh pipeline")
+
+    result = run_pipeline(cfg, start_from=spec, tracker=tracker, config_path=config_path)
+    parent = result["parent_run_id"]
+    best = best_iteration(result["iterations"])
+    decision = decide(score_of(best["metrics"]) if best else None, before, min_improvement)
+    if decision.action == "promote":
+        now = get_champion(client, name)
+        if now and now["version"] != champion["version"]:  # another run promoted meanwhile
+            decision = Decision("keep", f"{decision.reason}; but the champion moved to "
+                                        f"v{now['version']} during this run: not overriding it")
+    version = champion["version"] if champion else None
+    if decision.action in ("initial", "promote"):
+        cand = score_of(best["metrics"])
+        tags = {"src.pipeline_run_id": parent, "src.iteration": str(best["iteration"]),
+                "src.iteration_run_id": best["run_id"], "src.eval_accuracy": repr(cand.accuracy),
+                "src.eval_accuracy_se": repr(cand.se), "src.heldout_signature": heldout,
+                "src.base_digest": base, "src.start_from": spec or "",
+                "src.decision": decision.action}
+        version = register(client, name, _adapter_source(client, result["iterations"], best,
+                                                          champion), tags,
+                           f"policy = base + adapters of iterations 0..{best['iteration']} of "
+                           f"pipeline run {parent}; {decision.reason}")
+    record: dict[str, Any] = {
+        "decision": decision.action, "reason": decision.reason, "registered_model": name,
+        "alias": ALIAS, "min_improvement": min_improvement, "heldout_signature": heldout,
+        "champion_before": None if not champion else {
+            "version": champion["version"], "start_from": spec, "accuracy": before.accuracy,
+            "accuracy_se": before.se, "reevaluated": reevaluated},
+        "candidate": None if not best else {
+            "pipeline_run_id": parent, "iteration": best["iteration"], "run_id": best["run_id"],
+            **{k: best["metrics"].get(f"eval/{k}") for k in ("accuracy", "accuracy_se")}},
+        "champion_after": {"version": version},
+        "tracking_uri": tracker.uri,
+    }
+    tracker.set_tags(parent, {"src.retrain_decision": decision.action,
+                              "src.registered_model": name,
+                              "src.champion_version": version or ""})
+    tracker.log_dict(parent, record, "retrain_decision.json")
+    say(f"retrain decision: {decision.action}: {decision.reason}")
+    create_markdown_artifact(key="src-retrain-decision", markdown=decision_markdown(record),
+                             description=f"retraining decision for {name}")
+    return {**result, "retrain": record}
+
+
+def decision_markdown(record: dict) -> str:
+    """The decision as a short markdown report (Prefect artifact)."""
+    b, c = record["champion_before"], record["candidate"]
+    lines = [f"# Retraining: **{record['decision']}**", "", record["reason"], "",
+             f"Registered model `{record['registered_model']}`, alias `{record['alias']}` -> "
+             f"version {record['champion_after']['version']}", "",
+             "| | version / run | iteration | accuracy |", "|---|---|---|---|"]
+    if b:
+        note = " (re-evaluated)" if b["reevaluated"] else ""
+        lines.append(f"| champion before | v{b['version']} `{b['start_from']}` | "
+                     f"{b['start_from'].split(':')[-1]} | {_pct(Score(b['accuracy'], b['accuracy_se']))}{note} |")
+    if c:
+        lines.append(f"| candidate | `{c['pipeline_run_id']}` | {c['iteration']} | "
+                     f"{_pct(Score(c['accuracy'], c['accuracy_se'] or 0.0))} |")
+    lines += ["", f"MLflow: `{record['tracking_uri']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """`src retrain`: one retraining run in-process (ephemeral Prefect, no server needed)."""
+    from data.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # fail fast, before Prefect starts
+    if cfg.runtime.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.runtime.num_threads)
+    from flows.src_iterate import src_iterate
+
+    result = src_iterate(config_path=args.config, overrides=args.overrides, retrain=True,
+                         registered_model=args.registered_model)
+    rec = result["retrain"]
+    print(f"\n{result['table']}\n\n{rec['decision']}: {rec['reason']}")
+    print(f"{rec['registered_model']}@{rec['alias']} = version {rec['champion_after']['version']}"
+          f" (pipeline run {result['parent_run_id']}, MLflow {rec['tracking_uri']})")
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add `retrain` to the `src` command line."""
+    p = subparsers.add_parser("retrain", help="continue from the champion policy; promote "
+                                              "only if held-out accuracy improves")
+    p.add_argument("--config", default="configs/builtin.yaml", help="YAML config")
+    p.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    p.add_argument("--registered-model", default=None,
+                   help="registered model name (default: <tracking.experiment>-policy)")
+    p.set_defaults(fn=cmd_retrain)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from data.config import ConfigError
+    from flows.cli import _offline_defaults
+
+    _offline_defaults()
+    ap = argparse.ArgumentParser(prog="python -m flows.retrain")
+    sub = ap.add_subparsers(dest="cmd")
+    add_commands(sub)
+    args = ap.parse_args(["retrain", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.fn(args)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""Test-wide environment: offline, one torch thread, state and tracking in temp folders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILTIN_BASE = ROOT / "models" / "builtin" / "base"
+
+for key, value in {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false",
+    # tiny models: one thread is as fast, and two thrash when the box is shared
+    "OMP_NUM_THREADS": "1",
+}.items():
+    os.environ.setdefault(key, value)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def base_model(tmp_path_factory) -> str:
+    """The committed built-in base, or (before it exists) a quickly bootstrapped one."""
+    if (BUILTIN_BASE / "manifest.json").is_file():
+        return str(BUILTIN_BASE)
+    out = tmp_path_factory.mktemp("base") / "base"
+    subprocess.run([sys.executable, "-m", "models.bootstrap", "--steps", "30", "--eval-n", "20",
+                    "--threads", "1", "--out", str(out)], cwd=ROOT, check=True,
+                   capture_output=True)
+    return str(out)
