@@ -1,6 +1,9 @@
 """`src`: the project's command line.
 
-    src run --config configs/builtin.yaml [section.field=value ...]
+    src run --config configs/builtin.yaml [section.field=value ...]   # the pipeline, in-process
+    src up / src down                     # local Prefect server + worker + MLflow server
+    src compare --last 2 --html           # metrics per iteration across pipeline runs
+    src retrain --config configs/builtin.yaml   # continue from the champion policy
     src eval-base --config configs/builtin.yaml
 """
 
@@ -72,15 +75,17 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--start-from", default=None,
                            help="<pipeline run id>[:<iteration>] to continue from")
         p.set_defaults(fn=fn)
-    from flows import compare
+    from flows import compare, retrain, services
 
     compare.add_commands(sub)
+    services.add_commands(sub)  # up, down
+    retrain.add_commands(sub)
     args = ap.parse_args(argv)
     from data.config import ConfigError
 
     try:
         return args.fn(args)
-    except ConfigError as e:
+    except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

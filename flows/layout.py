@@ -126,13 +126,7 @@ def resolve_start(spec: str, tracker) -> dict:
     into the store (downloaded from MLflow), and the iteration to continue after."""
     run_id, _, it = spec.partition(":")
     client = tracker.client
-    try:
-        experiment_id = client.get_run(run_id).info.experiment_id
-    except Exception as e:  # noqa: BLE001 - MlflowException for an unknown id
-        raise ValueError(f"start_from: no MLflow run {run_id!r} at {tracker.uri}") from e
-    runs = client.search_runs([experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{run_id}' and tags.`src.role` = 'iteration'")
-    by_t = {int(r.data.tags["src.iteration"]): r for r in runs}
+    by_t = _lineage(client, run_id, tracker.uri)
     if not by_t:
         raise ValueError(f"start_from: run {run_id!r} has no iteration child runs")
     last = int(it) if it else max(by_t)
@@ -148,6 +142,25 @@ def resolve_start(spec: str, tracker) -> dict:
         chain.append(_import(client, child, "adapter", "import_adapter", "adapter"))
     judge = _import(client, run_id, "scorer", "import_judge", "judge")
     return {"chain": chain, "judge": judge, "iteration": last}
+
+
+def _lineage(client, run_id: str, uri: str) -> dict:
+    """Iteration -> child run of a pipeline run, completed by the run it continued from (tag
+    `src.start_from`), recursively: a continued run only logs its new iterations."""
+    try:
+        run = client.get_run(run_id)
+    except Exception as e:  # noqa: BLE001 - MlflowException for an unknown id
+        raise ValueError(f"start_from: no MLflow run {run_id!r} at {uri}") from e
+    runs = client.search_runs([run.info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{run_id}' and tags.`src.role` = 'iteration'")
+    by_t = {int(r.data.tags["src.iteration"]): r for r in runs}
+    origin = run.data.tags.get("src.start_from")
+    if origin:
+        prev_id, _, prev_t = origin.partition(":")
+        inherited = _lineage(client, prev_id, uri)
+        upto = int(prev_t) if prev_t else max(inherited, default=-1)
+        by_t = {**{t: r for t, r in inherited.items() if t <= upto}, **by_t}
+    return by_t
 
 
 def _import(client, run_id: str, artifact: str, stage: str, dest: str) -> dict:

@@ -7,8 +7,8 @@
 
 The champion is the version of the registered model `<tracking.experiment>-policy` (or
 `registered_model`) that carries the alias `champion` in the MLflow Model Registry. A policy is
-the base plus the adapter chain of iterations 0..t of a pipeline run (flows/layout.py), so a
-version's tags say where it lives and how good it was:
+the base plus the adapter chain of iterations 0..t of a pipeline run and of the runs it
+continued from (flows/layout.py), so a version's tags say where it lives and how good it was:
 
     src.pipeline_run_id, src.iteration   -> start_from=<pipeline run id>:<iteration>
     src.eval_accuracy, src.eval_accuracy_se, src.heldout_signature, src.base_digest
@@ -33,9 +33,15 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from data.config import SRCConfig
 
 ALIAS = "champion"
 DECISIONS = ("initial", "promote", "keep")
@@ -97,12 +103,12 @@ def score_of(metrics: dict) -> Score:
     return Score(float(metrics["eval/accuracy"]), float(metrics.get("eval/accuracy_se", 0.0)))
 
 
-def policy_model_name(cfg) -> str:
+def policy_model_name(cfg: SRCConfig) -> str:
     """The registered model of an experiment's policies: `<tracking.experiment>-policy`."""
     return f"{cfg.tracking.experiment}-policy"
 
 
-def heldout_signature(cfg) -> str:
+def heldout_signature(cfg: SRCConfig) -> str:
     """What a held-out accuracy depends on besides the policy: eval set, decoding, seed.
     The base is checked separately (a champion's adapters only fit the base they grew on)."""
     from data.config import digest, stage_signature
@@ -112,7 +118,7 @@ def heldout_signature(cfg) -> str:
                    "model": model, "seed": cfg.seed})[:16]
 
 
-def get_champion(client, name: str) -> dict | None:
+def get_champion(client: MlflowClient, name: str) -> dict | None:
     """The champion version as a plain dict, or None (no registered model or no alias)."""
     from mlflow.exceptions import MlflowException
 
@@ -132,12 +138,14 @@ def get_champion(client, name: str) -> dict | None:
         raise ValueError(f"registered model {name!r} version {mv.version} (alias {ALIAS!r}) lacks "
                          f"tags {missing}: it was not registered by a retraining run; move the "
                          f"alias to a version that has them or use another registered_model")
+    # a SQLite store answers int versions, a tracking server strings
     return {"version": str(mv.version), "source": mv.source, "run_id": mv.run_id, "tags": tags,
+            "start": f"{tags['src.pipeline_run_id']}:{tags['src.iteration']}",
             "score": Score(float(tags["src.eval_accuracy"]),
                            float(tags.get("src.eval_accuracy_se", 0.0)))}
 
 
-def _adapter_source(client, iterations: list[dict], best: dict,
+def _adapter_source(client: MlflowClient, iterations: list[dict], best: dict,
                     champion: dict | None) -> tuple[str, str]:
     """(source URI, run id) of the best policy's last adapter. An iteration whose DPO was
     skipped (no pairs kept) has no adapter: its policy is the previous iteration's."""
@@ -150,7 +158,7 @@ def _adapter_source(client, iterations: list[dict], best: dict,
     return champion["source"], champion["run_id"]
 
 
-def register(client, name: str, source: tuple[str, str], tags: dict[str, str],
+def register(client: MlflowClient, name: str, source: tuple[str, str], tags: dict[str, str],
              description: str) -> str:
     """A new version of `name` (created on first use) with the alias moved to it."""
     from mlflow.exceptions import MlflowException
@@ -172,7 +180,7 @@ def register(client, name: str, source: tuple[str, str], tags: dict[str, str],
     return str(mv.version)
 
 
-def _reevaluate(cfg, spec: str, tracker) -> Score:
+def _reevaluate(cfg: SRCConfig, spec: str, tracker: Any) -> Score:
     """Held-out accuracy of the policy at `<run id>:<t>` on the current config's held-out set
     (cached stage tasks, so a repeat costs nothing)."""
     from flows.layout import base_ref, resolve_start
@@ -193,7 +201,33 @@ def _reevaluate(cfg, spec: str, tracker) -> Score:
     return Score(float(summary["accuracy"]), float(summary.get("accuracy_se", 0.0)))
 
 
-def retrain_pipeline(cfg, registered_model: str | None = None, tracker=None,
+def champion_baseline(cfg: SRCConfig, tracker: Any, name: str, base: str,
+                      say: Callable[[str], None]) -> tuple[dict | None, Score | None, bool]:
+    """The champion, its accuracy on the current held-out set, and whether that needed a
+    re-evaluation (the data/eval config changed since it was registered).
+
+    Raises:
+        ValueError: the champion grew on another base model (its adapters do not fit).
+    """
+    champion = get_champion(tracker.client, name)
+    if not champion:
+        say(f"no champion of {name!r} at {tracker.uri}: running a fresh pipeline")
+        return None, None, False
+    t, v = champion["tags"], champion["version"]
+    if t.get("src.base_digest", base) != base:
+        raise ValueError(
+            f"champion v{v} of {name!r} grew on a base with digest {t['src.base_digest'][:12]}, "
+            f"model.base={cfg.model.base!r} has {base[:12]}: its adapters do not fit; pass "
+            "another registered_model to start a new lineage")
+    score, reevaluated = champion["score"], False
+    if t.get("src.heldout_signature") != heldout_signature(cfg):
+        say(f"held-out set changed since champion v{v} was registered: re-evaluating it")
+        score, reevaluated = _reevaluate(cfg, champion["start"], tracker), True
+    say(f"champion v{v} of {name!r}: {champion['start']}, accuracy {_pct(score)}")
+    return champion, score, reevaluated
+
+
+def retrain_pipeline(cfg: SRCConfig, registered_model: str | None = None, tracker: Any = None,
                      config_path: str | None = None, min_improvement: float = 0.0) -> dict:
     """One retraining run (see the module docstring); returns run_pipeline's result plus
     `retrain`: the decision record also logged as `retrain_decision.json`."""
@@ -207,49 +241,33 @@ def retrain_pipeline(cfg, registered_model: str | None = None, tracker=None,
     say = get_run_logger().info
     tracker = tracker or MLflowTracker(cfg.tracking.experiment, cfg.tracking.tracking_uri)
     client, name = tracker.client, registered_model or policy_model_name(cfg)
-    heldout, base = heldout_signature(cfg), base_ref(cfg.model.base)["digest"]
-    champion = get_champion(client, name)
-    spec, before, reevaluated = None, None, False
-    if champion:
-        t = champion["tags"]
-        if t.get("src.base_digest", base) != base:
-            raise ValueError(
-                f"champion v{champion['version']} of {name!r} grew on a base with digest "
-                f"{t['src.base_digest'][:12]}, model.base={cfg.model.base!r} has {base[:12]}: "
-                "its adapters do not fit; pass another registered_model to start a new lineage")
-        spec = f"{t['src.pipeline_run_id']}:{t['src.iteration']}"
-        before = champion["score"]
-        if t.get("src.heldout_signature") != heldout:
-            say(f"held-out set changed since champion v{champion['version']}: re-evaluating it")
-            before, reevaluated = _reevaluate(cfg, spec, tracker), True
-        say(f"champion v{champion['version']} of {name!r}: {spec}, accuracy {_pct(before)}")
-    else:
-        say(f"no champion of {name!r} at {tracker.uri}: running a fresh pipeline")
+    base = base_ref(cfg.model.base)["digest"]
+    champion, before, reevaluated = champion_baseline(cfg, tracker, name, base, say)
+    spec = champion["start"] if champion else None
 
     result = run_pipeline(cfg, start_from=spec, tracker=tracker, config_path=config_path)
-    parent = result["parent_run_id"]
-    best = best_iteration(result["iterations"])
+    parent, best = result["parent_run_id"], best_iteration(result["iterations"])
     decision = decide(score_of(best["metrics"]) if best else None, before, min_improvement)
-    if decision.action == "promote":
-        now = get_champion(client, name)
-        if now and now["version"] != champion["version"]:  # another run promoted meanwhile
-            decision = Decision("keep", f"{decision.reason}; but the champion moved to "
-                                        f"v{now['version']} during this run: not overriding it")
+    now = get_champion(client, name) if decision.action == "promote" else None
+    if now and now["version"] != champion["version"]:  # another run promoted meanwhile
+        decision = Decision("keep", f"{decision.reason}; but the champion moved to "
+                                    f"v{now['version']} during this run: not overriding it")
     version = champion["version"] if champion else None
     if decision.action in ("initial", "promote"):
         cand = score_of(best["metrics"])
         tags = {"src.pipeline_run_id": parent, "src.iteration": str(best["iteration"]),
                 "src.iteration_run_id": best["run_id"], "src.eval_accuracy": repr(cand.accuracy),
-                "src.eval_accuracy_se": repr(cand.se), "src.heldout_signature": heldout,
-                "src.base_digest": base, "src.start_from": spec or "",
+                "src.eval_accuracy_se": repr(cand.se), "src.heldout_signature":
+                heldout_signature(cfg), "src.base_digest": base, "src.start_from": spec or "",
                 "src.decision": decision.action}
-        version = register(client, name, _adapter_source(client, result["iterations"], best,
-                                                          champion), tags,
-                           f"policy = base + adapters of iterations 0..{best['iteration']} of "
-                           f"pipeline run {parent}; {decision.reason}")
+        source = _adapter_source(client, result["iterations"], best, champion)
+        version = register(client, name, source, tags,
+                           f"the policy at iteration {best['iteration']} of pipeline run "
+                           f"{parent} (start_from={parent}:{best['iteration']}); {decision.reason}")
     record: dict[str, Any] = {
         "decision": decision.action, "reason": decision.reason, "registered_model": name,
-        "alias": ALIAS, "min_improvement": min_improvement, "heldout_signature": heldout,
+        "alias": ALIAS, "min_improvement": min_improvement,
+        "heldout_signature": heldout_signature(cfg),
         "champion_before": None if not champion else {
             "version": champion["version"], "start_from": spec, "accuracy": before.accuracy,
             "accuracy_se": before.se, "reevaluated": reevaluated},
@@ -260,8 +278,7 @@ def retrain_pipeline(cfg, registered_model: str | None = None, tracker=None,
         "tracking_uri": tracker.uri,
     }
     tracker.set_tags(parent, {"src.retrain_decision": decision.action,
-                              "src.registered_model": name,
-                              "src.champion_version": version or ""})
+                              "src.registered_model": name, "src.champion_version": version or ""})
     tracker.log_dict(parent, record, "retrain_decision.json")
     say(f"retrain decision: {decision.action}: {decision.reason}")
     create_markdown_artifact(key="src-retrain-decision", markdown=decision_markdown(record),
@@ -272,9 +289,9 @@ def retrain_pipeline(cfg, registered_model: str | None = None, tracker=None,
 def decision_markdown(record: dict) -> str:
     """The decision as a short markdown report (Prefect artifact)."""
     b, c = record["champion_before"], record["candidate"]
-    lines = [f"# Retraining: **{record['decision']}**", "", record["reason"], "",
-             f"Registered model `{record['registered_model']}`, alias `{record['alias']}` -> "
-             f"version {record['champion_after']['version']}", "",
+    alias = (f"Registered model `{record['registered_model']}`, alias `{record['alias']}` -> "
+             f"version {record['champion_after']['version']}")
+    lines = [f"# Retraining: **{record['decision']}**", "", record["reason"], "", alias, "",
              "| | version / run | iteration | accuracy |", "|---|---|---|---|"]
     if b:
         note = " (re-evaluated)" if b["reevaluated"] else ""
@@ -299,7 +316,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from flows.src_iterate import src_iterate
 
     result = src_iterate(config_path=args.config, overrides=args.overrides, retrain=True,
-                         registered_model=args.registered_model)
+                         registered_model=args.registered_model,
+                         min_improvement=args.min_improvement)
     rec = result["retrain"]
     print(f"\n{result['table']}\n\n{rec['decision']}: {rec['reason']}")
     print(f"{rec['registered_model']}@{rec['alias']} = version {rec['champion_after']['version']}"
@@ -315,6 +333,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="section.field=value overrides")
     p.add_argument("--registered-model", default=None,
                    help="registered model name (default: <tracking.experiment>-policy)")
+    p.add_argument("--min-improvement", type=float, default=0.0,
+                   help="accuracy gain (fraction) the candidate must exceed to be promoted; "
+                        "negative accepts a small regression (e.g. to refresh the champion)")
     p.set_defaults(fn=cmd_retrain)
 
 

@@ -28,15 +28,16 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from tasks.store import PROJECT_DIR, state_dir
 
 POOL = "src-local"
+WORKER = f"{POOL}-worker"
 DEPLOYMENTS = ("src-iterate/local", "src-iterate/retrain")
 ORDER = ("prefect", "mlflow", "worker")  # start order; stopped in reverse
 QUIET_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
@@ -107,7 +108,7 @@ def commands(stack: Stack, worker_limit: int = 1) -> dict[str, list[str]]:
                    "--artifacts-destination", str(s / "mlartifacts"), "--host", "127.0.0.1",
                    "--port", str(stack.mlflow_port), "--workers", "1"],
         "worker": [_exe("prefect"), "worker", "start", "--pool", POOL, "--type", "process",
-                   "--limit", str(worker_limit), "--name", f"{POOL}-worker"],
+                   "--limit", str(worker_limit), "--name", WORKER],
     }
 
 
@@ -138,11 +139,16 @@ def alive(info: dict | None) -> bool:
     return True
 
 
+def _open_log(stack: Stack, name: str, cmd: list[str]):
+    fh = open(stack.dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to a child process
+    fh.write(f"\n=== {time.strftime('%F %T')} {' '.join(cmd)}\n".encode())
+    fh.flush()
+    return fh
+
+
 def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> dict:
     log = stack.dir / f"{name}.log"
-    with open(log, "ab") as fh:
-        fh.write(f"\n=== {time.strftime('%F %T')} {' '.join(cmd)}\n".encode())
-        fh.flush()
+    with _open_log(stack, name, cmd) as fh:
         # a session of its own: `src down` stops the service and its children as one group
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, cwd=PROJECT_DIR, start_new_session=True)
@@ -174,12 +180,25 @@ def _wait(name: str, url: str, ready: Callable[[], bool], info: dict, timeout: f
                        "(a busy machine: retry with a larger --timeout)")
 
 
-def _get(url: str, timeout: float = 2.0) -> bytes | None:
+def _http(url: str, method: str = "GET", body: dict | None = None) -> bytes:
+    """The body of a 2xx answer; raises OSError (URLError, HTTPError) otherwise."""
+    req = urllib.request.Request(url, method=method, headers={"Content-Type": "application/json"},
+                                 data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.read()
+
+
+def _ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - 127.0.0.1 only
-            return r.read() if r.status == 200 else None
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+        return _http(url) is not None
+    except OSError:
+        return False
+
+
+def _api(stack: Stack, method: str, path: str, body: dict | None = None):
+    """Prefect REST API call; JSON answer (None when empty)."""
+    raw = _http(f"{stack.prefect_api}{path}", method, body)
+    return json.loads(raw) if raw else None
 
 
 def _port_busy(port: int) -> bool:
@@ -203,24 +222,56 @@ def group_rss_mb(pgid: int) -> float:
 
 # ---------------------------------------------------------------- up / down
 
-def _ready_checks(stack: Stack) -> dict[str, tuple[str, Callable[[], bool]]]:
-    def pool_ready() -> bool:
-        body = _get(f"{stack.prefect_api}/work_pools/{POOL}")
-        return bool(body) and json.loads(body).get("status") == "READY"
+def _ready_checks(stack: Stack, since: float = 0.0) -> dict[str, tuple[str, Callable[[], bool]]]:
+    workers = f"/work_pools/{POOL}/workers/filter"
 
-    return {"prefect": (f"{stack.prefect_api}/health", lambda: _get(f"{stack.prefect_api}/health") is not None),
-            "mlflow": (f"{stack.mlflow_uri}/health", lambda: _get(f"{stack.mlflow_uri}/health") is not None),
-            "worker": (f"{stack.prefect_api}/work_pools/{POOL}", pool_ready)}
+    def worker_ready() -> bool:
+        # a heartbeat after `since`: the pool's READY status may be a stopped worker's, still
+        # within its heartbeat timeout
+        try:
+            rows = _api(stack, "POST", workers, {})
+        except (OSError, ValueError):
+            return False
+        return any(w["name"] == WORKER and w.get("last_heartbeat_time")
+                   and datetime.fromisoformat(w["last_heartbeat_time"]).timestamp() >= since
+                   for w in rows)
+
+    health = f"{stack.prefect_api}/health", f"{stack.mlflow_uri}/health"
+    return {"prefect": (health[0], lambda: _ok(health[0])),
+            "mlflow": (health[1], lambda: _ok(health[1])),
+            "worker": (f"{stack.prefect_api}{workers}", worker_ready)}
+
+
+def active_schedules(stack: Stack) -> dict[str, list[str]]:
+    """deployment -> slugs of its active schedules (deployments not yet created: none)."""
+    out = {}
+    for name in DEPLOYMENTS:
+        try:
+            dep = _api(stack, "GET", f"/deployments/name/{name}")
+        except (OSError, ValueError):  # not deployed yet (404) or no server
+            continue
+        out[name] = [s["slug"] for s in dep.get("schedules", []) if s.get("active") and s.get("slug")]
+    return out
+
+
+def restore_schedules(stack: Stack, active: dict[str, list[str]]) -> None:
+    """Turn back on the schedules a re-deploy switched off: prefect.yaml says `active: false`
+    and `prefect deploy` applies it again, which would silently stop a resumed retraining."""
+    for name, slugs in active.items():
+        dep = _api(stack, "GET", f"/deployments/name/{name}")
+        for s in dep.get("schedules", []):
+            if s.get("slug") in slugs and not s.get("active"):
+                _api(stack, "PATCH", f"/deployments/{dep['id']}/schedules/{s['id']}",
+                     {"active": True})
 
 
 def _run_once(stack: Stack, name: str, cmd: list[str], timeout: float) -> None:
     log = stack.dir / f"{name}.log"
-    with open(log, "ab") as fh:
-        fh.write(f"\n=== {time.strftime('%F %T')} {' '.join(cmd)}\n".encode())
-        fh.flush()
+    with _open_log(stack, name, cmd) as fh:
         try:
             rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=stack.env(), cwd=PROJECT_DIR, timeout=timeout).returncode
+                                env=stack.env(), cwd=PROJECT_DIR, timeout=timeout,
+                                check=False).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
     if rc != 0:
@@ -278,11 +329,15 @@ def up(prefect_port: int = 4200, mlflow_port: int = 5000, timeout: float = 180,
             log(f"{n}: ready in {_wait(n, url, ready, started[n], timeout):.0f}s ({url})")
         _run_once(stack, "deploy", [_exe("prefect"), "work-pool", "create", POOL,
                                     "--type", "process", "--overwrite"], timeout)
+        active = active_schedules(stack)
         _run_once(stack, "deploy", [_exe("prefect"), "--no-prompt", "deploy", "--all",
                                     "--prefect-file", str(PROJECT_DIR / "prefect.yaml")], timeout)
-        log(f"deployed: {', '.join(DEPLOYMENTS)} (work pool {POOL})")
+        restore_schedules(stack, active)
+        kept = [f"{n} ({', '.join(v)})" for n, v in active.items() if v]
+        log(f"deployed: {', '.join(DEPLOYMENTS)} (work pool {POOL})"
+            + (f"; schedules kept on: {', '.join(kept)}" if kept else ""))
         started["worker"] = _spawn(stack, "worker", cmds["worker"], stack.env())
-        url, ready = checks["worker"]
+        url, ready = _ready_checks(stack, since=started["worker"]["started"])["worker"]
         log(f"worker: polling in {_wait('worker', url, ready, started['worker'], timeout):.0f}s")
     except BaseException:
         down(stack, log=lambda _msg: None)
@@ -319,15 +374,11 @@ def _stop_group(pgid: int, grace: float) -> None:
                 os.killpg(pgid, 0)
             except ProcessLookupError:
                 return
-            _reap(pgid)
+            try:  # our own child (tests, a failed `up`) would linger as a zombie
+                os.waitpid(pgid, os.WNOHANG)
+            except ChildProcessError:
+                pass
             time.sleep(0.2)
-
-
-def _reap(pid: int) -> None:
-    try:  # a child of this process (tests, `up` failing) would otherwise linger as a zombie
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 # ---------------------------------------------------------------- command line
@@ -335,11 +386,16 @@ def _reap(pid: int) -> None:
 def summary(stack: Stack) -> str:
     """What to open and what to export, printed by `src up`."""
     mem = {n: group_rss_mb(i["pid"]) for n, i in status(stack).items() if i}
+    on = [f"{n}:{slug}" for n, slugs in active_schedules(stack).items() for slug in slugs]
+    sched = ", ".join(on) + " on" if on else (
+        "retrain schedule off: prefect deployment schedule resume src-iterate/retrain <id> "
+        "(ids: prefect deployment schedule ls src-iterate/retrain)")
     return "\n".join([
         f"Prefect UI   {stack.prefect_ui}",
         f"MLflow UI    {stack.mlflow_uri}",
-        f"deployments  {', '.join(DEPLOYMENTS)} (pool {POOL}; the retrain schedule is off)",
-        f"memory       " + ", ".join(f"{n} {mb:.0f} MB" for n, mb in mem.items()),
+        f"deployments  {', '.join(DEPLOYMENTS)} (pool {POOL}, one run at a time)",
+        f"schedules    {sched}",
+        "memory       " + ", ".join(f"{n} {mb:.0f} MB" for n, mb in mem.items()),
         f"logs, pids   {stack.dir}",
         "",
         "to use them from this shell:",
