@@ -22,8 +22,10 @@ exactly as the variant does, which gives the `Tie` pairs.
 
 Per record, pairs are gold vs each flaw plus `flaw_pairs` flaw-vs-flaw pairs (decisive), and
 half as many equal-quality pairs (ties); every pair appears in both orders, so A and B are
-balanced by construction and Tie is trimmed to match. Everything is deterministic in
-(seed, record id), independent of the other records.
+balanced by construction and Tie is trimmed to match. Variants and per-record choices are
+deterministic in (seed, record id), whatever other records come along; only the final
+balancing trim looks at the whole set (seeded too). `agreement` measures a judge's verdicts
+on `candidate_items` against these exact qualities.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from data.curation import aggregate_pairs, flip_rate
 from data.scoring import ExactScore, parse_claims, score_shapes, split_sentences
 from data.shapes import COLORS, SHAPES, Obj, answers_of, format_response, gold_rationale, mention
 
@@ -234,6 +237,12 @@ def variants(record: dict[str, Any], seed: int = 0, tries: int = 12) -> dict[str
     return out
 
 
+def _maybe_paraphrase(vs: dict[str, Variant], kind: str, rng: random.Random) -> Variant:
+    """The variant or, with probability 1/2, its paraphrase: no label keys on exact wording."""
+    para = vs.get(kind + PARAPHRASE)
+    return para if para is not None and rng.random() < 0.5 else vs[kind]
+
+
 def _verdict(qa: float, qb: float, labels: tuple[str, str, str]) -> str:
     return labels[0] if qa > qb else labels[1] if qb > qa else labels[2]
 
@@ -262,13 +271,12 @@ def pair_records(records: Iterable[dict[str, Any]], seed: int = 0,
         rng = random.Random(f"pairs/{seed}/{rec['id']}")
         vs = variants(rec, seed)
         flaws = [k for k in FLAWS if k in vs]
-        pick = lambda k: vs[k + PARAPHRASE] if k + PARAPHRASE in vs and rng.random() < 0.5 else vs[k]
         cands = [(i, j) for n, i in enumerate(flaws) for j in flaws[n + 1:]
                  if vs[i].score.quality != vs[j].score.quality]
         chosen = [("gold", f) for f in flaws] + rng.sample(cands, min(flaw_pairs, len(cands)))
         n_ties = len(chosen) // 2
         for i, j in chosen:
-            a, b = pick(i), pick(j)
+            a, b = _maybe_paraphrase(vs, i, rng), _maybe_paraphrase(vs, j, rng)
             decisive.append([_pair_row(rec, a, b, vs["gold"].answer),
                              _pair_row(rec, b, a, vs["gold"].answer)])
         tie_kinds = [k for k in ["gold"] + rng.sample(flaws, len(flaws)) if k + PARAPHRASE in vs]
@@ -302,8 +310,7 @@ def point_records(records: Iterable[dict[str, Any]], seed: int = 0) -> list[dict
         vs = variants(rec, seed)
         good = [vs[k] for k in ("gold", "gold" + PARAPHRASE) if k in vs]
         flaws = [k for k in FLAWS if k in vs]
-        bad = [vs[k + PARAPHRASE] if k + PARAPHRASE in vs and rng.random() < 0.5 else vs[k]
-               for k in rng.sample(flaws, min(len(good), len(flaws)))]
+        bad = [_maybe_paraphrase(vs, k, rng) for k in rng.sample(flaws, min(len(good), len(flaws)))]
         for v in good + bad:
             out.append({"id": f"{rec['id']}/{v.kind}", "prompt_id": rec["id"],
                         "split": rec.get("split"), "family": rec.get("family"),
@@ -329,3 +336,29 @@ def candidate_items(records: Iterable[dict[str, Any]], seed: int = 0) -> list[di
                     "candidates": [vs[k].text for k in kinds], "kinds": kinds,
                     "qualities": [vs[k].score.quality for k in kinds]})
     return out
+
+
+def agreement(rows: Sequence[dict], items: Sequence[dict]) -> dict[str, float]:
+    """How often a judge's pair rows prefer what the exact scorer prefers (items: `qualities`).
+
+    `judge/agreement`: over unordered pairs the exact scorer does not tie, p(i>j) (both orders,
+    METHOD.md formula) > 1/2 exactly when quality_i > quality_j. `judge/order_agreement`: the
+    same per ordered pair from the argmax verdict alone (a Tie counts as a miss).
+    `judge/tie_acc`: argmax 'Tie' on ordered pairs the exact scorer ties.
+    """
+    q = {(it["prompt_id"], int(k)): qual for it in items for k, qual in zip(
+        it["cand_idx"] if it.get("cand_idx") is not None else range(len(it["qualities"])),
+        it["qualities"])}
+    agg = aggregate_pairs(rows)
+    dec = [(r.p_i_over_j > 0.5) == (q[(r.prompt_id, r.i)] > q[(r.prompt_id, r.j)])
+           for r in agg.itertuples() if q[(r.prompt_id, r.i)] != q[(r.prompt_id, r.j)]]
+    order_hits, tie_hits = [], []
+    for r in rows:
+        qa, qb = q[(r["prompt_id"], r["a_idx"])], q[(r["prompt_id"], r["b_idx"])]
+        pick = max(("A", r["p_a"]), ("B", r["p_b"]), ("Tie", r["p_tie"]), key=lambda x: x[1])[0]
+        want = "A" if qa > qb else "B" if qb > qa else "Tie"
+        (tie_hits if want == "Tie" else order_hits).append(pick == want)
+    frac = lambda xs: sum(xs) / len(xs) if xs else float("nan")
+    return {"judge/agreement": frac(dec), "judge/order_agreement": frac(order_hits),
+            "judge/tie_acc": frac(tie_hits), "judge/flip_rate": flip_rate(rows),
+            "judge/n_decisive_pairs": float(len(dec))}

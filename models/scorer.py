@@ -14,8 +14,15 @@ The built-in judge is a tiny Llama sharing the world's tokenizer, trained here o
 pairs (data/perturb.py); real judges (e.g. Qwen/Qwen2.5-1.5B-Instruct, fine-tuned on the same
 records) load through `load_judge` and go through exactly the same code.
 
-    python -m models.scorer --measure                 # train the tiny judge, report agreement
-    python -m models.scorer --measure --steps 200 --save /tmp/judge
+    python -m models.scorer --measure --steps 4000 --eval-every 500   # train, report agreement
+    python -m models.scorer --measure --steps 200 --save /tmp/judge     # a quick look
+
+What the tiny judge learns, and when (that command, seed 0, on an H100 with 2 torch threads,
+205 s; 2 CPU threads take 0.43 s a step, so ~29 min): first Tie vs not-Tie (a paraphrase is
+easy to tell from a different response), then, only after ~1500-2000 steps of 32 pairs, which
+side is better: agreement with the exact scorer on held-out decisive pairs 0.47 (step 500),
+0.54 (1500), 0.72 (2000), 0.77 (3000), 0.81 (4000: 11.6k pairs of 300 eval-split prompts;
+3-way pair accuracy 0.75, Tie recall 0.92, flip rate 0.10). At 600 steps it is still ~0.5.
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from data.config import DataConfig, ScorerConfig
-from data.prompts import PAIRWISE, POINTWISE, VERDICTS, clean_candidate, format_input, template_segments
+from data.perturb import agreement, pair_records, point_records
+from data.prompts import (
+    PAIRWISE, POINTWISE, VERDICTS, clean_candidate, cut, fair_caps, format_input, template_segments,
+)
 
 Progress = Callable[[int, int], None] | None
 JUDGE_VOCAB_SIZE = 512  # world corpus + templates: every verdict word becomes one token
@@ -76,10 +86,10 @@ def judge_corpus(data_cfg: DataConfig | None = None, n_records: int = 60, seed: 
     """Texts for the tokenizer of a world that has a judge: the world's corpus + judge inputs.
 
     Train with `models.factory.train_tokenizer(judge_corpus(), JUDGE_VOCAB_SIZE)`: then each
-    verdict word is one token (the world corpus alone leaves ' Tie' = 'Ġ' + 'T' + ...), and the
-    world's own text tokenizes as before.
+    verdict word and the templates' words are one token each (the world corpus alone leaves
+    ' Tie' = 'Ġ' + 'T' + ...), and world sentences keep their token counts. The templates are
+    rendered here, so editing one means retraining the tokenizer (the base model's included).
     """
-    from data.perturb import pair_records, point_records
     from data.shapes import corpus, generate
 
     data_cfg = data_cfg or DataConfig()
@@ -145,46 +155,21 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
-def fair_caps(lengths: Sequence[int], budget: int) -> list[int]:
-    """Token caps for candidates sharing `budget`: short ones keep everything, long ones split
-    the rest equally. Depends only on the lengths, so swapping A and B swaps the caps.
-
-    Example: lengths [10, 500, 300], budget 210 -> [10, 100, 100].
-    """
-    caps = [0] * len(lengths)
-    left, todo = budget, sorted(range(len(lengths)), key=lambda i: lengths[i])
-    for n, i in enumerate(todo):
-        caps[i] = min(lengths[i], left // (len(todo) - n))
-        left -= caps[i]
-    return caps
-
-
-def cut(ids: list[int], cap: int, marker: list[int]) -> list[int]:
-    """Keep head and tail (the tail holds the answer) around `marker`; `cap` tokens at most."""
-    if len(ids) <= cap:
-        return ids
-    if cap < len(marker) + 2:
-        return ids[len(ids) - cap:] if cap else []
-    head = (cap - len(marker)) // 2
-    return ids[:head] + marker + ids[len(ids) - (cap - len(marker) - head):]
-
-
 class _Encoder:
-    """Token ids of judge inputs; fixed segments and candidates are tokenized once each."""
+    """Token ids of judge inputs; each fixed segment and candidate is tokenized once."""
 
     def __init__(self, tokenizer: Any, mode: str, max_length: int):
         self.tok, self.mode, self.max_length = tokenizer, mode, max_length
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.marker = _ids(tokenizer, CUT_MARKER)
 
-    def fixed(self, question: str, reference: str, gold: str | None) -> tuple[list[list[int]], tuple[str, ...]]:
+    def prompt(self, question: str, reference: str, gold: str | None) -> tuple[list[list[int]], tuple[str, ...]]:
+        """Ids of the fixed segments, and the lead (space) each candidate slot takes."""
         seg = template_segments(self.mode, question, reference, gold)
         return [_ids(self.tok, t) for t in seg.texts], seg.leads
 
-    def candidate(self, lead: str, text: str) -> list[int]:
-        return _ids(self.tok, lead + clean_candidate(text))
-
     def assemble(self, fixed: list[list[int]], cands: Sequence[list[int]], where: str = "") -> list[int]:
+        """`bos fixed0 cut(c0) fixed1 ... fixedN`: only candidates are cut, the suffix is last."""
         budget = self.max_length - len(self.bos) - sum(map(len, fixed))
         caps = fair_caps([len(c) for c in cands], budget)
         if budget < MIN_CANDIDATE_TOKENS * len(cands) and any(len(c) > k for c, k in zip(cands, caps)):
@@ -196,15 +181,19 @@ class _Encoder:
         assert len(ids) <= self.max_length and ids[len(ids) - len(fixed[-1]):] == fixed[-1]
         return ids
 
+    def encode(self, question: str, reference: str, gold: str | None, responses: Sequence[str],
+               where: str = "") -> list[int]:
+        fixed, leads = self.prompt(question, reference, gold)
+        if len(responses) != len(leads):
+            raise ValueError(f"{self.mode} judging takes {len(leads)} responses, got {len(responses)}")
+        cands = [_ids(self.tok, lead + clean_candidate(r)) for lead, r in zip(leads, responses)]
+        return self.assemble(fixed, cands, where)
+
 
 def encode_input(tokenizer: Any, mode: str, question: str, reference: str,
                  responses: Sequence[str], gold: str | None = None, max_length: int = 512) -> list[int]:
     """Token ids of one judge input; the verdict is read after its last id (the suffix's)."""
-    enc = _Encoder(tokenizer, mode, max_length)
-    fixed, leads = enc.fixed(question, reference, gold)
-    if len(responses) != len(leads):
-        raise ValueError(f"{mode} judging takes {len(leads)} responses, got {len(responses)}")
-    return enc.assemble(fixed, [enc.candidate(ld, r) for ld, r in zip(leads, responses)])
+    return _Encoder(tokenizer, mode, max_length).encode(question, reference, gold, responses)
 
 
 def pad_left(rows: Sequence[list[int]], pad_id: int, device: Any = "cpu") -> dict[str, torch.Tensor]:
@@ -220,10 +209,8 @@ def pad_left(rows: Sequence[list[int]], pad_id: int, device: Any = "cpu") -> dic
 
 
 def _pad_id(tokenizer: Any) -> int:
-    for t in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if t is not None:
-            return t
-    return 0  # masked out anyway
+    """Any id will do under a zero attention mask; Llama tokenizers have no pad token."""
+    return next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
 
 
 @torch.inference_mode()
@@ -248,31 +235,28 @@ def verdict_probs(model: Any, tokenizer: Any, rows: Sequence[list[int]], words: 
 # --------------------------------------------------------------------------- scoring
 
 
-def _items_rows(tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig, mode: str):
-    """(prompt_id, candidate ids, encoded rows) for every judged input of every item."""
+def _items_rows(tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
+                mode: str) -> tuple[list[tuple], list[list[int]]]:
+    """Keys `(prompt_id, a_idx, b_idx)` / `(prompt_id, cand_idx)` and ids of every judged input."""
     enc = _Encoder(tokenizer, mode, cfg.max_length)
     keys, rows = [], []
     for it in items:
-        gold = it.get("gold") if cfg.use_gold_answer else None
-        fixed, leads = enc.fixed(it["question"], it["reference"], gold)
-        ids = list(it.get("cand_idx") or range(len(it["candidates"])))
-        if len(ids) != len(it["candidates"]):
-            raise ValueError(f"prompt {it['prompt_id']!r}: {len(ids)} cand_idx for "
-                             f"{len(it['candidates'])} candidates")
-        toks = [[enc.candidate(ld, c) for ld in sorted(set(leads))] for c in it["candidates"]]
-        lead_at = {ld: n for n, ld in enumerate(sorted(set(leads)))}
-        where = f"of prompt {it['prompt_id']!r}"
+        pid, cands = it["prompt_id"], it["candidates"]
+        ids = [int(k) for k in it["cand_idx"]] if it.get("cand_idx") is not None else list(range(len(cands)))
+        if len(ids) != len(cands):
+            raise ValueError(f"prompt {pid!r}: {len(ids)} cand_idx for {len(cands)} candidates")
+        fixed, leads = enc.prompt(it["question"], it["reference"],
+                                  it.get("gold") if cfg.use_gold_answer else None)
+        toks = {(ld, n): _ids(tokenizer, ld + clean_candidate(c))  # tokenized once per slot lead
+                for ld in set(leads) for n, c in enumerate(cands)}
+        where = f"of prompt {pid!r}"
         if mode == POINTWISE:
-            for k, t in zip(ids, toks):
-                keys.append((it["prompt_id"], k))
-                rows.append(enc.assemble(fixed, [t[lead_at[leads[0]]]], where))
-            continue
-        la, lb = lead_at[leads[0]], lead_at[leads[1]]
-        for i in range(len(ids)):
-            for j in range(len(ids)):
-                if i != j:  # every unordered pair, in both orders
-                    keys.append((it["prompt_id"], ids[i], ids[j]))
-                    rows.append(enc.assemble(fixed, [toks[i][la], toks[j][lb]], where))
+            pairs: list[tuple[int, ...]] = [(n,) for n in range(len(cands))]
+        else:  # every unordered pair, in both orders: N(N-1) rows
+            pairs = [(i, j) for i in range(len(cands)) for j in range(len(cands)) if i != j]
+        for pair in pairs:
+            keys.append((pid, *(ids[n] for n in pair)))
+            rows.append(enc.assemble(fixed, [toks[(ld, n)] for ld, n in zip(leads, pair)], where))
     return keys, rows
 
 
@@ -306,11 +290,13 @@ def score_points(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerC
 def _encode_record(enc: dict[str, _Encoder], r: dict, cfg: ScorerConfig) -> tuple[list[int], str, str]:
     """(ids, mode, verdict) of a labelled pair (`response_a/b`) or pointwise (`response`) record."""
     mode = PAIRWISE if "response_a" in r else POINTWISE
-    gold = r.get("gold") if cfg.use_gold_answer else None
-    e = enc[mode]
-    fixed, leads = e.fixed(r["question"], r["reference"], gold)
     texts = [r["response_a"], r["response_b"]] if mode == PAIRWISE else [r["response"]]
-    return e.assemble(fixed, [e.candidate(ld, t) for ld, t in zip(leads, texts)], r.get("id", "")), mode, r["verdict"]
+    if r["verdict"] not in VERDICTS[mode]:
+        raise ValueError(f"record {r.get('id', '?')!r}: verdict {r['verdict']!r} is not one of "
+                         f"{VERDICTS[mode]} ({mode})")
+    gold = r.get("gold") if cfg.use_gold_answer else None
+    ids = enc[mode].encode(r["question"], r["reference"], gold, texts, r.get("id", ""))
+    return ids, mode, r["verdict"]
 
 
 def train_judge(model: Any, tokenizer: Any, train_records: Sequence[dict], cfg: ScorerConfig,
@@ -354,7 +340,8 @@ def train_judge(model: Any, tokenizer: Any, train_records: Sequence[dict], cfg: 
         # column -2 is every row's suffix end (left padding): where inference reads the verdict
         vlogits = logits[:, -2, :].masked_fill(~mask, float("-inf"))
         v_loss = F.cross_entropy(vlogits, target)
-        tgt_mask = batch["attention_mask"][:, 1:].float()
+        real = batch["attention_mask"].float()
+        tgt_mask = real[:, :-1] * real[:, 1:]  # a real token predicting a real token
         tok_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["input_ids"][:, 1:], reduction="none")
         lm_loss = (tok_loss * tgt_mask).sum() / tgt_mask.sum()
         loss = v_loss + cfg.lm_loss_weight * lm_loss
@@ -378,33 +365,6 @@ def train_judge(model: Any, tokenizer: Any, train_records: Sequence[dict], cfg: 
 # --------------------------------------------------------------------------- measurement
 
 
-def agreement(rows: Sequence[dict], items: Sequence[dict]) -> dict[str, float]:
-    """How often the judge prefers what the exact scorer prefers (items carry `qualities`).
-
-    `judge/agreement`: over unordered pairs the exact scorer does not tie, p(i>j) (both orders,
-    METHOD.md formula) > 1/2 exactly when quality_i > quality_j. `judge/order_agreement`: the
-    same per ordered pair from the argmax verdict alone (a Tie counts as a miss).
-    `judge/tie_acc`: argmax 'Tie' on ordered pairs the exact scorer ties.
-    """
-    from data.curation import aggregate_pairs, flip_rate
-
-    q = {(it["prompt_id"], k): qual for it in items
-         for k, qual in zip(it.get("cand_idx") or range(len(it["candidates"])), it["qualities"])}
-    agg = aggregate_pairs(rows)
-    dec = [(r.p_i_over_j > 0.5) == (q[(r.prompt_id, r.i)] > q[(r.prompt_id, r.j)])
-           for r in agg.itertuples() if q[(r.prompt_id, r.i)] != q[(r.prompt_id, r.j)]]
-    order_hits, tie_hits = [], []
-    for r in rows:
-        qa, qb = q[(r["prompt_id"], r["a_idx"])], q[(r["prompt_id"], r["b_idx"])]
-        pick = max(("A", r["p_a"]), ("B", r["p_b"]), ("Tie", r["p_tie"]), key=lambda x: x[1])[0]
-        want = "A" if qa > qb else "B" if qb > qa else "Tie"
-        (tie_hits if want == "Tie" else order_hits).append(pick == want)
-    frac = lambda xs: sum(xs) / len(xs) if xs else float("nan")
-    return {"judge/agreement": frac(dec), "judge/order_agreement": frac(order_hits),
-            "judge/tie_acc": frac(tie_hits), "judge/flip_rate": flip_rate(rows),
-            "judge/n_decisive_pairs": float(len(dec))}
-
-
 def pair_accuracy(model: Any, tokenizer: Any, pairs: Sequence[dict], cfg: ScorerConfig) -> float:
     """3-way argmax accuracy on labelled ordered pairs (data/perturb.py), via `score_pairs`."""
     items = [{"prompt_id": n, "question": p["question"], "reference": p["reference"],
@@ -418,33 +378,27 @@ def pair_accuracy(model: Any, tokenizer: Any, pairs: Sequence[dict], cfg: Scorer
 
 
 def _measure(args: argparse.Namespace) -> dict[str, float]:
-    from data.perturb import candidate_items, pair_records, point_records
+    """Train the tiny judge from scratch on scorer-split pairs, judge eval-split candidates."""
+    from data.perturb import candidate_items
     from data.shapes import generate
     from models.factory import train_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     data_cfg = DataConfig()
-    over = {"train_steps": args.steps, "n_train_items": args.n_train, "learning_rate": args.lr,
-            "train_batch_size": args.batch}
+    over = {"train_steps": args.steps, "n_train_items": args.n_train, "learning_rate": args.lr}
     cfg = ScorerConfig(**{k: v for k, v in over.items() if v})
     tokenizer = train_tokenizer(judge_corpus(data_cfg, seed=args.seed), JUDGE_VOCAB_SIZE)
-    spec = TinyJudgeSpec(**{k: v for k, v in zip(
-        ("hidden_size", "num_layers", "intermediate_size", "num_heads", "num_kv_heads"),
-        (args.hidden, args.layers, args.hidden * 2, args.heads, args.heads // 2)) if v})
-    model = build_tiny_judge(tokenizer, seed=args.seed, spec=spec).to(args.device)
-    print(f"tiny judge: {sum(p.numel() for p in model.parameters()):,} parameters, vocab "
-          f"{len(tokenizer)}, {args.device}, threads {torch.get_num_threads()}, {cfg}", flush=True)
-    train_recs = generate("scorer", cfg.n_train_items, data_cfg, args.seed)
-    train = pair_records(train_recs, args.seed)
-    if args.with_points:
-        train += point_records(train_recs, args.seed)
-    print(f"{len(train)} training records from {cfg.n_train_items} scorer-split records", flush=True)
+    model = build_tiny_judge(tokenizer, seed=args.seed).to(args.device)
+    train = pair_records(generate("scorer", cfg.n_train_items, data_cfg, args.seed), args.seed)
     eval_recs = generate("eval", args.n_eval, data_cfg, args.seed)
     items = candidate_items(eval_recs, args.seed)
+    print(f"tiny judge: {sum(p.numel() for p in model.parameters()):,} parameters, vocab "
+          f"{len(tokenizer)}, {args.device}, {torch.get_num_threads()} threads, {len(train)} "
+          f"training pairs; {cfg}", flush=True)
     t0 = time.time()
 
-    def tick(done: int, total: int) -> None:
+    def tick(done: int, total: int) -> None:  # a learning curve on 60 held-out items
         if args.eval_every and (done % args.eval_every == 0 or done == total):
             a = agreement(score_pairs(model, tokenizer, items[:60], cfg), items[:60])
             model.train()
@@ -456,8 +410,8 @@ def _measure(args: argparse.Namespace) -> dict[str, float]:
     rows = score_pairs(model, tokenizer, items, cfg)
     metrics["judge/pairs_per_second"] = len(rows) / (time.time() - t0)
     metrics.update(agreement(rows, items))
-    metrics["judge/heldout_pair_acc"] = pair_accuracy(model, tokenizer,
-                                                      pair_records(eval_recs, args.seed), cfg)
+    held = pair_records(eval_recs, args.seed)
+    metrics["judge/heldout_pair_acc"] = pair_accuracy(model, tokenizer, held, cfg)
     for k, v in metrics.items():
         print(f"{k:28s} {v:.4f}")
     if args.save:
@@ -470,17 +424,12 @@ if __name__ == "__main__":
     ap.add_argument("--measure", action="store_true", help="train the tiny judge and measure it")
     ap.add_argument("--steps", type=int, default=0, help="train steps (default: ScorerConfig)")
     ap.add_argument("--n-train", type=int, default=0, help="scorer-split records to perturb")
-    ap.add_argument("--n-eval", type=int, default=300, help="eval-split records to judge")
     ap.add_argument("--lr", type=float, default=0.0, help="learning rate (default: ScorerConfig)")
-    ap.add_argument("--batch", type=int, default=0, help="train batch (default: ScorerConfig)")
-    ap.add_argument("--hidden", type=int, default=0, help="judge width (default: TinyJudgeSpec)")
-    ap.add_argument("--layers", type=int, default=0, help="judge depth (default: TinyJudgeSpec)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--n-eval", type=int, default=300, help="eval-split records to judge")
     ap.add_argument("--eval-every", type=int, default=0, help="print agreement every N steps")
-    ap.add_argument("--with-points", action="store_true", help="train on pointwise items too")
-    ap.add_argument("--heads", type=int, default=0, help="attention heads (default: TinyJudgeSpec)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--save", default="", help="folder to save the trained judge in")
     args = ap.parse_args()
     if not args.measure:

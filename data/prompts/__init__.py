@@ -6,7 +6,8 @@ slots (`{response_a}`, `{response_b}` or `{response}`). Two rules make them safe
 - the line that holds `{gold}` is dropped when no gold answer is shown (`use_gold_answer`);
 - a template ends with a fixed suffix (`\\nVerdict:` / `\\nJudgement:`) after its last slot, and
   the judge's verdict is the next token after it. `template_segments` returns the fixed text
-  around the slots, so a tokenizer-side encoder can cut candidates and keep the suffix last.
+  around the slots, so a tokenizer-side encoder can cut candidates and keep the suffix last
+  (`fair_caps` and `cut` below decide how much of each candidate stays).
 """
 
 from __future__ import annotations
@@ -95,3 +96,34 @@ def format_input(mode: str, question: str, reference: str, responses: Sequence[s
         out += lead + clean_candidate(resp) + after
     return out
 
+
+# Fitting a rendered input into max_length: pure functions on token id lists.
+
+
+def fair_caps(lengths: Sequence[int], budget: int) -> list[int]:
+    """Token caps for candidates sharing `budget` (water-filling): short ones keep everything,
+    the long ones get one common level. Depends only on the lengths, so swapping A and B swaps
+    the caps, and two long candidates are cut to the same length.
+
+    Example: lengths [10, 500, 300], budget 210 -> level (210 - 10) // 2 = 100 -> [10, 100, 100].
+    """
+    caps = list(lengths)
+    left, todo = budget, sorted(range(len(lengths)), key=lambda i: lengths[i])
+    for n, i in enumerate(todo):
+        level = max(0, left // (len(todo) - n))
+        if lengths[i] > level:  # this one and every longer one are cut to the level
+            for k in todo[n:]:
+                caps[k] = level
+            break
+        left -= lengths[i]
+    return caps
+
+
+def cut(ids: list[int], cap: int, marker: list[int]) -> list[int]:
+    """Keep head and tail (the tail holds the answer) around `marker`; `cap` tokens at most."""
+    if len(ids) <= cap:
+        return ids
+    if cap < len(marker) + 2:
+        return ids[len(ids) - cap:] if cap else []
+    head = (cap - len(marker)) // 2
+    return ids[:head] + marker + ids[len(ids) - (cap - len(marker) - head):]

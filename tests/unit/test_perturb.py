@@ -16,6 +16,7 @@ from data.perturb import (
     PAIR_COLUMNS,
     PARAPHRASE,
     POINT_COLUMNS,
+    agreement,
     candidate_items,
     pair_records,
     point_records,
@@ -134,3 +135,21 @@ def test_candidate_items_carry_exact_qualities(records):
         assert it["kinds"][0] == "gold" and len(it["candidates"]) == len(it["qualities"]) >= 8
         for text, q in zip(it["candidates"], it["qualities"]):
             assert flags(text, rec)[1] == q
+
+
+def test_agreement_hand_computed():
+    """Exact qualities 7, 5, 5 for candidates 10, 11, 12; (11, 12) is an exact tie."""
+    items = [{"prompt_id": "p", "candidates": ["x", "y", "z"], "cand_idx": [10, 11, 12],
+              "qualities": [7.0, 5.0, 5.0]}]
+    row = lambda a, b, pa, pb, pt: {"prompt_id": "p", "a_idx": a, "b_idx": b, "p_a": pa,
+                                    "p_b": pb, "p_tie": pt}
+    rows = [row(10, 11, .8, .1, .1), row(11, 10, .2, .7, .1),  # p(10>11) = .75 + .05 = .8: hit
+            row(10, 12, .3, .6, .1), row(12, 10, .6, .3, .1),  # p(10>12) = .3 + .05 = .35: miss
+            row(11, 12, .1, .1, .8), row(12, 11, .5, .2, .3)]  # tie: argmax Tie once of twice
+    m = agreement(rows, items)
+    assert m["judge/agreement"] == pytest.approx(0.5)  # 1 of 2 decisive pairs
+    assert m["judge/order_agreement"] == pytest.approx(0.5)  # A, B right; B, A wrong
+    assert m["judge/tie_acc"] == pytest.approx(0.5)
+    assert m["judge/n_decisive_pairs"] == 2
+    # inconsistencies .1, 0 and (|.1 - .2| + |.5 - .1|) / 2 = .25 -> mean .35 / 3
+    assert m["judge/flip_rate"] == pytest.approx(0.35 / 3)
