@@ -29,7 +29,7 @@ from flows.layout import (
     resolve_start,
 )
 from tasks import curate, dpo, evaluate, score, scorer, search, sft, world
-from tasks.store import stage_key
+from tasks.store import lookup, stage_key
 from tasks.tracking import MLflowTracker, NullTracker
 
 
@@ -37,6 +37,17 @@ def _key(module: Any, cfg: SRCConfig, sections: dict[str, Any], inputs: dict[str
     sig = {name: stage_signature(sec) if hasattr(sec, "model_fields") else sec
            for name, sec in sections.items()}
     return stage_key(module.STAGE, module.VERSION, sig, inputs, cfg.seed)
+
+
+def _run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
+    """Call a stage task; a cached result whose files are gone or altered is recomputed.
+
+    Prefect's cache only knows the key; the store knows whether the output is really there
+    (manifest digests match). Where it is not, the task runs with `refresh_cache=True`.
+    """
+    if lookup(module.STAGE, key) is None:
+        task_fn = task_fn.with_options(refresh_cache=True)
+    return task_fn(key=key, **kwargs)
 
 
 def _d(refs: list[dict]) -> list[str]:
@@ -62,20 +73,20 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     results: list[dict] = []
     try:
         base = base_ref(cfg.model.base)
-        w = world.world_task(key=_key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, {}), cfg=c)
+        w = _run(world.world_task, world, _key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, {}), cfg=c)
         start = resolve_start(start_from, tracker) if start_from else None
         if start:
             chain, judge, first = start["chain"], start["judge"], start["iteration"] + 1
             say(f"continuing from run {start_from}: {len(chain)} adapters, iteration {first}")
         else:
-            s = sft.sft_task(key=_key(sft, cfg, {"sft": cfg.rationale_sft, "model": cfg.model},
+            s = _run(sft.sft_task, sft, _key(sft, cfg, {"sft": cfg.rationale_sft, "model": cfg.model},
                                       {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             chain, first = [s], 1
-            judge = scorer.scorer_task(key=_key(scorer, cfg, {"scorer": cfg.scorer},
+            judge = _run(scorer.scorer_task, scorer, _key(scorer, cfg, {"scorer": cfg.scorer},
                                                 {"base": base["digest"], "world": w["digest"]}),
                                        cfg=c, base=base, world=w)
-            e0 = evaluate.eval_task(key=_key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
+            e0 = _run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
                                              {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
                                     cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, 0, {"adapter": s, "eval": e0}))
@@ -85,22 +96,22 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
         for t in range(first, first + cfg.iterate.iterations):
             say(f"iteration {t}: search -> score -> curate -> dpo -> eval")
             inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
-            cands = search.search_task(
-                key=_key(search, cfg, {"search": cfg.search, "model": cfg.model,
+            cands = _run(
+                search.search_task, search, _key(search, cfg, {"search": cfg.search, "model": cfg.model,
                                        "per_iteration": cfg.iterate.prompts_per_iteration},
                          {**inputs, "iteration": t}),
                 cfg=c, base=base, chain=chain, world=w, iteration=t)
-            sc = score.score_task(key=_key(score, cfg, {"scorer": cfg.scorer},
+            sc = _run(score.score_task, score, _key(score, cfg, {"scorer": cfg.scorer},
                                            {"judge": judge["digest"], "candidates": cands["digest"]}),
                                   cfg=c, judge=judge, candidates=cands)
-            prefs = curate.curate_task(key=_key(curate, cfg, {"curation": cfg.curation},
+            prefs = _run(curate.curate_task, curate, _key(curate, cfg, {"curation": cfg.curation},
                                                 {"candidates": cands["digest"], "scores": sc["digest"]}),
                                        cfg=c, candidates=cands, scores=sc)
-            ad = dpo.dpo_task(key=_key(dpo, cfg, {"dpo": cfg.dpo, "model": cfg.model},
+            ad = _run(dpo.dpo_task, dpo, _key(dpo, cfg, {"dpo": cfg.dpo, "model": cfg.model},
                                        {**inputs, "pairs": prefs["digest"]}),
                               cfg=c, base=base, chain=chain, pairs=prefs, world=w)
             chain = chain + [ad]
-            ev = evaluate.eval_task(key=_key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
+            ev = _run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
                                              {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
                                     cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, t, {

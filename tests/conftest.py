@@ -23,6 +23,19 @@ for key, value in {
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+# Set by tasks/common.py when a test module imports it: they point at the default state dir
+# and must not leak into the `src` processes a test starts for its own state dir.
+STATE_BOUND = ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH", "PREFECT_API_URL",
+               "MLFLOW_TRACKING_URI", "SRC_STATE_DIR")
+
+
+def run_env(state: Path) -> dict[str, str]:
+    """Environment of a subprocess that keeps all its state in `state`."""
+    env = {k: v for k, v in os.environ.items() if k not in STATE_BOUND}
+    env["SRC_STATE_DIR"] = str(state)
+    return env
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     import torch

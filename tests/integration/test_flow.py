@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_env
+
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["iterate.iterations=2", "runtime.num_threads=1"]
 ITER_ARTIFACTS = {"candidates.parquet", "pairwise_scores.parquet", "preference_pairs.parquet",
@@ -23,7 +25,7 @@ ITER_ARTIFACTS = {"candidates.parquet", "pairwise_scores.parquet", "preference_p
 
 
 def src_run(state: Path, *args: str, start_from: str | None = None, timeout: int = 600):
-    env = {**os.environ, "SRC_STATE_DIR": str(state)}
+    env = run_env(state)
     cmd = [sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml", *args]
     if start_from:
         cmd += ["--start-from", start_from]
@@ -114,7 +116,7 @@ def test_identical_rerun_is_fully_cached(first_run):
 
 def test_sigkill_mid_iteration_then_resume_matches_uninterrupted(first_run, tmp_path):
     state = tmp_path / "state"
-    env = {**os.environ, "SRC_STATE_DIR": str(state)}
+    env = run_env(state)
     cmd = [sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml",
            f"model.base={first_run['base']}", *SMALL]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -145,3 +147,14 @@ def test_start_from_continues_the_iteration_numbering(first_run):
     # iteration 2 continued from pi_1 of the source run, so it equals the source's iteration 2
     src_kids = children(client, exp, source)
     assert kids[2].data.metrics["eval/accuracy"] == src_kids[2].data.metrics["eval/accuracy"]
+
+
+def test_a_corrupted_cached_output_is_recomputed_not_used(first_run):
+    state = first_run["state"]
+    [search_dir] = [p.parent for p in (state / "stages" / "search").glob("*/manifest.json")][:1]
+    target = search_dir / "candidates.parquet"
+    good = target.read_bytes()
+    target.write_bytes(good + b"corrupt")  # the manifest's digest no longer matches
+    proc, _ = src_run(state, f"model.base={first_run['base']}", *SMALL)
+    assert "[search]" in proc.stdout + proc.stderr  # that stage ran again
+    assert target.read_bytes() == good  # and produced the same content

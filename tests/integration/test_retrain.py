@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_env
+
 from flows.retrain import Score, best_iteration, decide
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,8 +62,7 @@ def test_best_iteration_prefers_accuracy_then_the_earliest():
 # ------------------------------------------------------------------ real runs (slow)
 
 def retrain(state: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SRC_STATE_DIR": str(state)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = run_env(state)
     cmd = [sys.executable, "-m", "flows.retrain", "--config", "configs/smoke.yaml", *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
                           check=False)
