@@ -151,7 +151,10 @@ def test_start_from_continues_the_iteration_numbering(first_run):
 
 def test_a_corrupted_cached_output_is_recomputed_not_used(first_run):
     state = first_run["state"]
-    [search_dir] = [p.parent for p in (state / "stages" / "search").glob("*/manifest.json")][:1]
+    # the oldest search output: iteration 1 of the first run, which every plain re-run uses
+    manifests = sorted((state / "stages" / "search").glob("*/manifest.json"),
+                       key=lambda p: json.loads(p.read_text())["created"])
+    search_dir = manifests[0].parent
     target = search_dir / "candidates.parquet"
     good = target.read_bytes()
     target.write_bytes(good + b"corrupt")  # the manifest's digest no longer matches
