@@ -52,7 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     result = src_iterate(config_path=args.config, overrides=args.overrides,
                          start_from=args.start_from)
-    print()
+    print("\nbase model (short answers, before SRC), held-out accuracy per family:")
+    print(result["base_table"])
+    print("\nper iteration (0 = rationale-tuned, before any DPO):")
     print(result["table"])
     print(f"\npipeline run {result['parent_run_id']} finished in {result['wall_seconds']:.0f}s")
     uri = result["tracking_uri"]

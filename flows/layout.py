@@ -40,7 +40,7 @@ def base_ref(name: str) -> dict:
     return {"path": name, "digest": digest({"hub_id": name}), "stage": "base", "key": "", "meta": {}}
 
 
-def _eval_metrics(ref: dict) -> dict:
+def eval_metrics(ref: dict) -> dict:
     import json
 
     summary = json.loads((Path(ref["path"]) / "metrics.json").read_text())
@@ -84,7 +84,7 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
     ev = refs["eval"]
     tracker.log_artifact(run, Path(ev["path"]) / "metrics.json", "eval")
     tracker.log_artifact(run, Path(ev["path"]) / "samples.parquet", "eval")
-    metrics.update(_eval_metrics(ev))
+    metrics.update(eval_metrics(ev))
     tracker.log_metrics(run, metrics, step=t)
     tracker.log_metrics(parent, {k: v for k, v in metrics.items() if not k.startswith("eval/family")}, step=t)
     tracker.set_tags(run, {"src.adapter_digest": refs["adapter"]["digest"]})

@@ -11,6 +11,7 @@ one MLflow parent run per pipeline run, one child run per iteration (tasks/track
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from data.config import SRCConfig, digest, dump_config, load_config, stage_signature
+from data.metrics import format_table
 from flows.layout import (
     base_ref,
+    eval_metrics,
     git_commit,
     log_iteration,
     metrics_table,
@@ -74,6 +77,13 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     try:
         base = base_ref(cfg.model.base)
         w = _run(world.world_task, world, _key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, {}), cfg=c)
+        # the base model before any SRC stage (short answers): the reference row of every table
+        eb = _run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
+                                                     {"base": base["digest"], "chain": [], "world": w["digest"]}),
+                  cfg=c, base=base, chain=[], world=w)
+        base_summary = json.loads((Path(eb["path"]) / "metrics.json").read_text())
+        tracker.log_metrics(parent, {f"base/{k}": v for k, v in eval_metrics(eb).items()})
+        tracker.log_artifact(parent, Path(eb["path"]) / "metrics.json", "base_eval")
         start = resolve_start(start_from, tracker) if start_from else None
         if start:
             chain, judge, first = start["chain"], start["judge"], start["iteration"] + 1
@@ -132,7 +142,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
         description="per-iteration held-out metrics",
     )
     return {"parent_run_id": parent, "iterations": results, "wall_seconds": wall, "table": table,
-            "tracking_uri": uri}
+            "tracking_uri": uri, "base_table": format_table(base_summary)}
 
 
 @flow(name="src-iterate", log_prints=True, persist_result=False)
