@@ -27,10 +27,10 @@ from models.factory import TinyLlavaSpec, build_tiny_llava, build_tiny_qwen2vl, 
 from models.search import (
     _RowSampler,
     answer_confidence,
-    benchmark_search,
     normalize_text,
     search_candidates,
 )
+from models.search_bench import benchmark_search
 
 CFG = SearchConfig(beams=2, per_beam=2, n_candidates=3, max_sentences=3,
                    max_sentence_tokens=8, batch_size=64)
