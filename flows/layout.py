@@ -40,6 +40,12 @@ def base_ref(name: str) -> dict:
     return {"path": name, "digest": digest({"hub_id": name}), "stage": "base", "key": "", "meta": {}}
 
 
+def judge_ref(name: str) -> dict:
+    """Reference to a given (already trained) R-Scorer: a local folder by content, or a hub id."""
+    ref = base_ref(name)
+    return {**ref, "stage": "scorer", "judge_dir": ref["path"]}
+
+
 def eval_metrics(ref: dict) -> dict:
     import json
 

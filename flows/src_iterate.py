@@ -25,6 +25,7 @@ from data.config import SRCConfig, digest, dump_config, load_config, stage_signa
 from data.metrics import format_table
 from flows.layout import (
     base_ref,
+    judge_ref,
     eval_metrics,
     git_commit,
     log_iteration,
@@ -93,14 +94,18 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                                       {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             chain, first = [s], 1
-            judge = _run(scorer.scorer_task, scorer, _key(scorer, cfg, {"scorer": cfg.scorer},
-                                                {"base": base["digest"], "world": w["digest"]}),
-                                       cfg=c, base=base, world=w)
+            if cfg.scorer.model == "builtin":
+                judge = _run(scorer.scorer_task, scorer, _key(scorer, cfg, {"scorer": cfg.scorer},
+                                                    {"base": base["digest"], "world": w["digest"]}),
+                             cfg=c, base=base, world=w)
+            else:  # a trained R-Scorer given by path or hub id: nothing to train
+                judge = judge_ref(cfg.scorer.model)
             e0 = _run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
                                              {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
                                     cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, 0, {"adapter": s, "eval": e0}))
-        tracker.log_artifact(parent, Path(judge["path"]) / "judge", "scorer")
+        if Path(judge.get("judge_dir") or Path(judge["path"]) / "judge").is_dir():
+            tracker.log_artifact(parent, judge.get("judge_dir") or Path(judge["path"]) / "judge", "scorer")
         tracker.log_metrics(parent, {f"scorer/{k}": v for k, v in judge["meta"].get("metrics", {}).items()
                                      if isinstance(v, (int, float))})
         for t in range(first, first + cfg.iterate.iterations):

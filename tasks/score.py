@@ -31,7 +31,9 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path) -> di
     from models.scorer import load_judge, score_pairs, score_points
 
     cfg = config_of(cfg_dict)
-    model, tokenizer = load_judge(str(Path(judge["path"]) / "judge"), device=cfg.model.device)
+    # a trained judge is `<output>/judge`; a given one (scorer.model) is its own path or hub id
+    where = judge.get("judge_dir") or str(Path(judge["path"]) / "judge")
+    model, tokenizer = load_judge(where, device=cfg.model.device)
     items = judge_items(read_records(Path(candidates["path"]) / "candidates.parquet"))
     if cfg.scorer.mode == "pointwise":
         rows = score_points(model, tokenizer, items, cfg.scorer, progress_logger("score"))

@@ -161,3 +161,15 @@ def test_a_corrupted_cached_output_is_recomputed_not_used(first_run):
     proc, _ = src_run(state, f"model.base={first_run['base']}", *SMALL)
     assert "[search]" in proc.stdout + proc.stderr  # that stage ran again
     assert target.read_bytes() == good  # and produced the same content
+
+
+def test_a_given_trained_scorer_is_used_not_retrained(first_run):
+    state = first_run["state"]
+    [judge_dir] = [p.parent / "judge" for p in (state / "stages" / "scorer").glob("*/manifest.json")]
+    proc, _ = src_run(state, f"model.base={first_run['base']}", "iterate.iterations=1",
+                      "runtime.num_threads=1", f"scorer.model={judge_dir}")
+    log = proc.stdout + proc.stderr
+    assert "[scorer]" not in log  # nothing trained
+    assert "[score]" in log  # the given judge scored the candidates afresh
+    client, exp, runs = pipeline_runs(state)
+    assert sorted(children(client, exp, runs[-1].info.run_id)) == [0, 1]
