@@ -82,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_commands(sub)
     services.add_commands(sub)  # up, down
     retrain.add_commands(sub)
-    args = ap.parse_args(argv)
+    return dispatch(ap.parse_args(argv))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand; user mistakes (bad config, bad ids) become one error line."""
     from data.config import ConfigError
 
     try:

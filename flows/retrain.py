@@ -340,19 +340,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data.config import ConfigError
-    from flows.cli import _offline_defaults
+    from flows.cli import _offline_defaults, dispatch
 
     _offline_defaults()
     ap = argparse.ArgumentParser(prog="python -m flows.retrain")
     sub = ap.add_subparsers(dest="cmd")
     add_commands(sub)
-    args = ap.parse_args(["retrain", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.fn(args)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return dispatch(ap.parse_args(["retrain", *(sys.argv[1:] if argv is None else argv)]))
 
 
 if __name__ == "__main__":
