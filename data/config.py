@@ -94,6 +94,24 @@ class RationaleSFTConfig(Section):
     max_steps: int = Field(300, ge=1, description="optimizer steps")
     batch_size: int = Field(16, ge=1, description="examples per step (changes the result)")
     max_examples: int = Field(0, ge=0, description="cap on training examples; 0 = all")
+    source: Literal["dataset", "teacher"] = Field(
+        "dataset", description="rationales shipped with the data, or written by `teacher`"
+    )
+
+
+class TeacherConfig(Section):
+    """A teacher VLM behind an OpenAI-compatible chat endpoint (vLLM, TGI, `transformers serve`)."""
+
+    endpoint: str | None = Field(
+        None, description="base URL, e.g. http://127.0.0.1:8000/v1 (…/chat/completions is added)"
+    )
+    model: str = Field("", description="model name the endpoint serves, e.g. Qwen/Qwen2-VL-72B-Instruct")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable with the API key")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="sampling temperature of the teacher")
+    max_tokens: int = Field(256, ge=1, description="tokens per teacher reply")
+    timeout_s: float = runtime(120.0, "seconds per request", gt=0)
+    retries: int = runtime(3, "retries of a failed request, with exponential backoff", ge=0)
+    concurrency: int = runtime(4, "requests in flight at once", ge=1)
 
 
 class SearchConfig(Section):
@@ -183,6 +201,7 @@ class SRCConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     rationale_sft: RationaleSFTConfig = Field(default_factory=RationaleSFTConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
     curation: CurationConfig = Field(default_factory=CurationConfig)
@@ -191,6 +210,15 @@ class SRCConfig(Section):
     iterate: IterateConfig = Field(default_factory=IterateConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SRCConfig":
+        if self.rationale_sft.source == "teacher" and not (self.teacher.endpoint and self.teacher.model):
+            raise ValueError(
+                "rationale_sft.source='teacher' needs teacher.endpoint and teacher.model "
+                f"(got endpoint={self.teacher.endpoint!r}, model={self.teacher.model!r})"
+            )
+        return self
 
 
 def _format_error(err: ValidationError, source: str) -> str:

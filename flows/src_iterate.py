@@ -90,7 +90,10 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
             chain, judge, first = start["chain"], start["judge"], start["iteration"] + 1
             say(f"continuing from run {start_from}: {len(chain)} adapters, iteration {first}")
         else:
-            s = _run(sft.sft_task, sft, _key(sft, cfg, {"sft": cfg.rationale_sft, "model": cfg.model},
+            sft_sections = {"sft": cfg.rationale_sft, "model": cfg.model}
+            if cfg.rationale_sft.source == "teacher":  # the teacher's rationales are an input
+                sft_sections["teacher"] = cfg.teacher
+            s = _run(sft.sft_task, sft, _key(sft, cfg, sft_sections,
                                       {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             chain, first = [s], 1

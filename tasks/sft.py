@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.records import read_records
-from tasks.common import config_of, load_policy, progress_logger, stage_task
+from data.records import read_records, write_records
+from tasks.common import config_of, load_policy, log, progress_logger, stage_task
 from tasks.store import produce, write_json
 
 STAGE, VERSION = "rationale_sft", 1
@@ -17,12 +17,37 @@ def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path) -> dict:
     cfg = config_of(cfg_dict)
     model, processor = load_policy(cfg, base, [])
     records = read_records(Path(world["path"]) / "rationale.parquet")
+    teacher = {}
+    if cfg.rationale_sft.source == "teacher":
+        records, teacher = _teacher_rationales(cfg, records, out)
     metrics = train_rationale_sft(
         model, processor, records, cfg.rationale_sft, out / "adapter", cfg.seed,
         progress_logger("rationale_sft"), gradient_checkpointing=cfg.model.gradient_checkpointing,
     )
+    metrics.update(teacher)
     write_json(out / "metrics.json", metrics)
     return {"metrics": metrics}
+
+
+def _teacher_rationales(cfg, records: list[dict], out: Path) -> tuple[list[dict], dict]:
+    """Rationale source (b): the teacher writes them; kept and dropped rows are both saved."""
+    from models.teacher import TeacherClient, synthesize_rationales
+
+    kept, dropped = synthesize_rationales(TeacherClient(cfg.teacher), records,
+                                          progress_logger("teacher"))
+    write_records(kept, out / "teacher_rationales.parquet")
+    write_records(dropped, out / "teacher_dropped.parquet")
+    reasons = {}
+    for row in dropped:
+        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+    log()(f"[teacher] kept {len(kept)} of {len(records)} rationales; dropped {reasons}")
+    if not kept:
+        first = dropped[0] if dropped else {}
+        raise ValueError(f"teacher {cfg.teacher.model!r} at {cfg.teacher.endpoint}: no rationale "
+                         f"kept of {len(records)} (first drop: {first.get('reason')}: "
+                         f"{str(first.get('raw'))[:200]})")
+    return kept, {"teacher/kept": len(kept), "teacher/requested": len(records),
+                  **{f"teacher/dropped/{k}": v for k, v in reasons.items()}}
 
 
 @stage_task("rationale_sft", retries=1)

@@ -65,3 +65,12 @@ def test_runtime_knobs_do_not_change_the_stage_signature():
     assert digest(stage_signature(a.search)) == digest(stage_signature(b.search))
     assert digest(stage_signature(a.search)) != digest(stage_signature(c.search))
     assert "device" not in stage_signature(a.model)
+
+
+def test_teacher_source_needs_an_endpoint_and_a_model():
+    with pytest.raises(ConfigError, match="needs teacher.endpoint and teacher.model.*endpoint=None"):
+        load_config(None, ["rationale_sft.source=teacher"])
+    cfg = load_config(None, ["rationale_sft.source=teacher", "teacher.endpoint=http://127.0.0.1:8000/v1",
+                             "teacher.model=Qwen/Qwen2-VL-72B-Instruct"])
+    assert cfg.teacher.model == "Qwen/Qwen2-VL-72B-Instruct"
+    assert "concurrency" not in stage_signature(cfg.teacher)  # a runtime knob
