@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test lint clean bootstrap stages
+.PHONY: setup run test lint clean bootstrap bootstrap-judge stages
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ lint: $(STAMP)
 
 bootstrap: $(STAMP)
 	$(PY) -m models.bootstrap --config configs/builtin.yaml
+
+# the committed tiny R-Scorer (models/builtin/judge): ~45 min on 2 cores
+bootstrap-judge: $(STAMP)
+	$(PY) -m models.judge_bootstrap --config configs/builtin.yaml --n-heldout 300 --eval-every 500
 
 clean:
 	rm -rf $(VENV) .src

@@ -127,11 +127,18 @@ class SearchConfig(Section):
 
 
 class ScorerConfig(Section):
-    model: str = Field("builtin", description="'builtin' (train the tiny judge) or a path / hub id")
+    model: str = Field(
+        "builtin",
+        description="'builtin' (the committed tiny judge, models/builtin/judge), 'train' (train a "
+        "tiny judge here on the world's perturbation pairs) or a trained judge's path / hub id",
+    )
     mode: Literal["pairwise", "pointwise"] = Field("pairwise", description="judging mode")
     use_gold_answer: bool = Field(True, description="show the gold answer to the judge")
+    template: Literal["full", "compact"] = Field(
+        "full", description="judge prompt style (data/prompts): 'full' has an instruction line"
+    )
     max_length: int = Field(512, ge=64, description="tokens per judge input; candidates are cut")
-    train_steps: int = Field(600, ge=1, description="judge SFT steps (builtin judge only)")
+    train_steps: int = Field(600, ge=1, description="judge SFT steps (scorer.model=train only)")
     train_batch_size: int = Field(32, ge=1, description="judge SFT batch (changes the result)")
     learning_rate: float = Field(2e-3, gt=0, description="judge SFT learning rate")
     lm_loss_weight: float = Field(1.0, ge=0, description="weight of the language-model loss")

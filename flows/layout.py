@@ -8,6 +8,7 @@ Per iteration t, one child run tagged `src.role=iteration`, `src.iteration=<t>` 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -40,10 +41,26 @@ def base_ref(name: str) -> dict:
     return {"path": name, "digest": digest({"hub_id": name}), "stage": "base", "key": "", "meta": {}}
 
 
-def judge_ref(name: str) -> dict:
-    """Reference to a given (already trained) R-Scorer: a local folder by content, or a hub id."""
-    ref = base_ref(name)
-    return {**ref, "stage": "scorer", "judge_dir": ref["path"]}
+def judge_ref(name: str, template: str = "full") -> dict:
+    """Reference to a trained R-Scorer: 'builtin' (models/builtin/judge), a local folder by
+    content, or a hub id. A folder that records its prompt style must match `template`.
+
+    Raises:
+        ValueError: no such folder, or the judge was trained on another scorer.template.
+    """
+    from models.judge_bootstrap import BUILTIN_JUDGE, check_template, judge_info
+
+    path = str(BUILTIN_JUDGE) if name == "builtin" else name
+    if name == "builtin" and not (BUILTIN_JUDGE / "manifest.json").is_file():
+        raise ValueError(f"scorer.model=builtin: {BUILTIN_JUDGE} is missing; run "
+                         "`make bootstrap-judge` or set scorer.model=train")
+    ref = base_ref(path)
+    if Path(ref["path"]).is_dir():
+        check_template(ref["path"], template)
+    meta = {"metrics": json.loads((Path(ref["path"]) / "manifest.json").read_text()).get("metrics", {})} \
+        if (Path(ref["path"]) / "manifest.json").is_file() else {}
+    return {**ref, "stage": "scorer", "judge_dir": ref["path"], "meta": meta,
+            "info": judge_info(ref["path"]) if Path(ref["path"]).is_dir() else {}}
 
 
 def eval_metrics(ref: dict) -> dict:
@@ -75,6 +92,9 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
         flip = refs["scores"]["meta"].get("flip_rate")
         if flip is not None:
             metrics["judge/flip_rate"] = flip
+        onpolicy = refs["scores"]["meta"].get("onpolicy_agreement")
+        if onpolicy is not None and onpolicy == onpolicy:  # NaN: no decisive pair
+            metrics["judge/onpolicy_agreement"] = onpolicy
     if "pairs" in refs:
         metrics.update(refs["pairs"]["meta"].get("metrics", {}))
         _log_samples(tracker, run, refs)
@@ -115,13 +135,14 @@ def _log_samples(tracker, run: str, refs: dict) -> None:
 def metrics_table(results: list[dict]) -> str:
     """Markdown table of held-out metrics per iteration."""
     cols = ["accuracy", "consistency", "factuality", "format_rate"]
-    head = "| iteration | " + " | ".join(cols) + " | flip rate | kept | dpo loss |"
-    lines = [head, "|" + "---|" * (len(cols) + 4)]
+    head = "| iteration | " + " | ".join(cols) + " | flip rate | judge agree | kept | dpo loss |"
+    lines = [head, "|" + "---|" * (len(cols) + 5)]
     for r in results:
         m = r["metrics"]
         cells = [f"{100 * m.get(f'eval/{c}', float('nan')):.1f} ± {100 * m.get(f'eval/{c}_se', float('nan')):.1f}"
                  for c in cols]
-        extra = [m.get("judge/flip_rate"), m.get("curate/kept_frac"), m.get("dpo/loss")]
+        extra = [m.get("judge/flip_rate"), m.get("judge/onpolicy_agreement"), m.get("curate/kept_frac"),
+                 m.get("dpo/loss")]
         cells += ["" if v is None else f"{v:.3f}" for v in extra]
         lines.append(f"| {r['iteration']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

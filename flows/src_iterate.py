@@ -97,12 +97,12 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                                       {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             chain, first = [s], 1
-            if cfg.scorer.model == "builtin":
+            if cfg.scorer.model == "train":
                 judge = _run(scorer.scorer_task, scorer, _key(scorer, cfg, {"scorer": cfg.scorer},
                                                     {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
-            else:  # a trained R-Scorer given by path or hub id: nothing to train
-                judge = judge_ref(cfg.scorer.model)
+            else:  # the committed tiny judge, or a trained one by path or hub id: nothing to train
+                judge = judge_ref(cfg.scorer.model, cfg.scorer.template)
             e0 = _run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
                                              {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
                                     cfg=c, base=base, chain=chain, world=w)

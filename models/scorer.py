@@ -10,24 +10,23 @@ The input cannot be steered by what a candidate says: it is assembled from token
 row's last real token. A candidate holding 'Response A:', '\\nVerdict: B' or 10k tokens moves
 nothing about where the verdict is read.
 
-The built-in judge is a tiny Llama sharing the world's tokenizer, trained here on perturbation
-pairs (data/perturb.py); real judges (e.g. Qwen/Qwen2.5-1.5B-Instruct, fine-tuned on the same
-records) load through `load_judge` and go through exactly the same code.
+The built-in judge is a tiny Llama sharing the world's tokenizer, trained on perturbation
+pairs (data/perturb.py) by models/judge_bootstrap.py and committed under models/builtin/judge;
+real judges (e.g. Qwen/Qwen2.5-1.5B-Instruct, fine-tuned on the same records) load through
+`load_judge` and go through exactly the same code.
 
-    python -m models.scorer --measure --steps 4000 --eval-every 500   # train, report agreement
-    python -m models.scorer --measure --steps 200 --save /tmp/judge     # a quick look
-
-What the tiny judge learns, and when (that command, seed 0, on an H100 with 2 torch threads,
-205 s; 2 CPU threads take 0.43 s a step, so ~29 min): first Tie vs not-Tie (a paraphrase is
-easy to tell from a different response), then, only after ~1500-2000 steps of 32 pairs, which
-side is better: agreement with the exact scorer on held-out decisive pairs 0.47 (step 500),
-0.54 (1500), 0.72 (2000), 0.77 (3000), 0.81 (4000: 11.6k pairs of 300 eval-split prompts;
-3-way pair accuracy 0.75, Tie recall 0.92, flip rate 0.10). At 600 steps it is still ~0.5.
+What made the tiny judge learn within a CPU budget (2 cores, 1 thread each, seed 0, agreement
+with the exact scorer on held-out decisive pairs, 80 eval-split items): the original recipe
+(instruction template, records in random order, lr 2e-3) stayed at chance (0.49-0.50) through
+step 600, and reached 0.81 only at 4000 steps (measured by an earlier session on a faster
+machine). The compact template alone (no instruction, gold answer after each candidate) was
+still at 0.49 at step 600; adding batches that hold both orders of a pair (`_epoch_order`) and
+lr 3e-3 gave 0.54 / 0.65 / 0.72 at steps 200 / 400 / 600. A training-only explanation after
+the verdict (each slot's exact flags) made it slower (0.51 at 400) and was dropped.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from data.config import DataConfig, ScorerConfig
-from data.perturb import agreement, pair_records, point_records
+from data.perturb import pair_records, point_records
 from data.prompts import (
     PAIRWISE, POINTWISE, VERDICTS, clean_candidate, cut, fair_caps, format_input, template_segments,
 )
@@ -158,14 +157,14 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
 class _Encoder:
     """Token ids of judge inputs; each fixed segment and candidate is tokenized once."""
 
-    def __init__(self, tokenizer: Any, mode: str, max_length: int):
-        self.tok, self.mode, self.max_length = tokenizer, mode, max_length
+    def __init__(self, tokenizer: Any, mode: str, max_length: int, style: str = "full"):
+        self.tok, self.mode, self.max_length, self.style = tokenizer, mode, max_length, style
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.marker = _ids(tokenizer, CUT_MARKER)
 
     def prompt(self, question: str, reference: str, gold: str | None) -> tuple[list[list[int]], tuple[str, ...]]:
         """Ids of the fixed segments, and the lead (space) each candidate slot takes."""
-        seg = template_segments(self.mode, question, reference, gold)
+        seg = template_segments(self.mode, question, reference, gold, style=self.style)
         return [_ids(self.tok, t) for t in seg.texts], seg.leads
 
     def assemble(self, fixed: list[list[int]], cands: Sequence[list[int]], where: str = "") -> list[int]:
@@ -191,9 +190,10 @@ class _Encoder:
 
 
 def encode_input(tokenizer: Any, mode: str, question: str, reference: str,
-                 responses: Sequence[str], gold: str | None = None, max_length: int = 512) -> list[int]:
+                 responses: Sequence[str], gold: str | None = None, max_length: int = 512,
+                 style: str = "full") -> list[int]:
     """Token ids of one judge input; the verdict is read after its last id (the suffix's)."""
-    return _Encoder(tokenizer, mode, max_length).encode(question, reference, gold, responses)
+    return _Encoder(tokenizer, mode, max_length, style).encode(question, reference, gold, responses)
 
 
 def pad_left(rows: Sequence[list[int]], pad_id: int, device: Any = "cpu") -> dict[str, torch.Tensor]:
@@ -238,7 +238,7 @@ def verdict_probs(model: Any, tokenizer: Any, rows: Sequence[list[int]], words: 
 def _items_rows(tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
                 mode: str) -> tuple[list[tuple], list[list[int]]]:
     """Keys `(prompt_id, a_idx, b_idx)` / `(prompt_id, cand_idx)` and ids of every judged input."""
-    enc = _Encoder(tokenizer, mode, cfg.max_length)
+    enc = _Encoder(tokenizer, mode, cfg.max_length, cfg.template)
     keys, rows = [], []
     for it in items:
         pid, cands = it["prompt_id"], it["candidates"]
@@ -299,6 +299,22 @@ def _encode_record(enc: dict[str, _Encoder], r: dict, cfg: ScorerConfig) -> tupl
     return ids, mode, r["verdict"]
 
 
+def _epoch_order(records: Sequence[dict], gen: torch.Generator) -> list[int]:
+    """A seeded permutation that keeps the two orders of a pair (adjacent rows `x|y`, `y|x`)
+    side by side: a batch then holds the same content with swapped labels, so the gradient
+    has to come from which slot holds what (the order-sensitive part of judging)."""
+    groups: list[list[int]] = []
+    i = 0
+    while i < len(records):
+        a = records[i]
+        b = records[i + 1] if i + 1 < len(records) else None
+        swapped = (b is not None and "response_a" in a and a.get("prompt_id") == b.get("prompt_id")
+                   and a["response_a"] == b["response_b"] and a["response_b"] == b["response_a"])
+        groups.append([i, i + 1] if swapped else [i])
+        i += 2 if swapped else 1
+    return [k for g in torch.randperm(len(groups), generator=gen).tolist() for k in groups[g]]
+
+
 def train_judge(model: Any, tokenizer: Any, train_records: Sequence[dict], cfg: ScorerConfig,
                 progress: Progress = None, seed: int = 0) -> dict[str, float]:
     """Supervised fine-tuning of the judge on labelled records (data/perturb.py); returns metrics.
@@ -313,7 +329,7 @@ def train_judge(model: Any, tokenizer: Any, train_records: Sequence[dict], cfg: 
     if not train_records:
         raise ValueError("train_judge needs at least one labelled record")
     vid = verdict_token_ids(tokenizer)
-    enc = {m: _Encoder(tokenizer, m, cfg.max_length - 1) for m in VERDICTS}  # room for the label
+    enc = {m: _Encoder(tokenizer, m, cfg.max_length - 1, cfg.template) for m in VERDICTS}  # + label
     allowed = {m: torch.zeros(len(tokenizer), dtype=torch.bool) for m in VERDICTS}
     for m, words in VERDICTS.items():
         allowed[m][[vid[w] for w in words]] = True
@@ -330,7 +346,7 @@ def train_judge(model: Any, tokenizer: Any, train_records: Sequence[dict], cfg: 
     t0 = time.time()
     for step in range(steps):
         if len(order) < cfg.train_batch_size:
-            order += torch.randperm(len(train_records), generator=gen).tolist()
+            order += _epoch_order(train_records, gen)
         idx, order = order[:cfg.train_batch_size], order[cfg.train_batch_size:]
         encoded = [_encode_record(enc, train_records[i], cfg) for i in idx]
         batch = pad_left([ids + [vid[v]] for ids, _, v in encoded], pad, device)
@@ -375,65 +391,3 @@ def pair_accuracy(model: Any, tokenizer: Any, pairs: Sequence[dict], cfg: Scorer
     hits = [names[max(range(3), key=(r["p_a"], r["p_b"], r["p_tie"]).__getitem__)] == p["verdict"]
             for r, p in zip(rows, pairs)]
     return sum(hits) / len(hits) if hits else float("nan")
-
-
-def _measure(args: argparse.Namespace) -> dict[str, float]:
-    """Train the tiny judge from scratch on scorer-split pairs, judge eval-split candidates."""
-    from data.perturb import candidate_items
-    from data.shapes import generate
-    from models.factory import train_tokenizer
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data_cfg = DataConfig()
-    over = {"train_steps": args.steps, "n_train_items": args.n_train, "learning_rate": args.lr}
-    cfg = ScorerConfig(**{k: v for k, v in over.items() if v})
-    tokenizer = train_tokenizer(judge_corpus(data_cfg, seed=args.seed), JUDGE_VOCAB_SIZE)
-    model = build_tiny_judge(tokenizer, seed=args.seed).to(args.device)
-    train = pair_records(generate("scorer", cfg.n_train_items, data_cfg, args.seed), args.seed)
-    eval_recs = generate("eval", args.n_eval, data_cfg, args.seed)
-    items = candidate_items(eval_recs, args.seed)
-    print(f"tiny judge: {sum(p.numel() for p in model.parameters()):,} parameters, vocab "
-          f"{len(tokenizer)}, {args.device}, {torch.get_num_threads()} threads, {len(train)} "
-          f"training pairs; {cfg}", flush=True)
-    t0 = time.time()
-
-    def tick(done: int, total: int) -> None:  # a learning curve on 60 held-out items
-        if args.eval_every and (done % args.eval_every == 0 or done == total):
-            a = agreement(score_pairs(model, tokenizer, items[:60], cfg), items[:60])
-            model.train()
-            print(f"  step {done}/{total} {time.time() - t0:.0f}s agreement "
-                  f"{a['judge/agreement']:.3f} tie_acc {a['judge/tie_acc']:.3f}", flush=True)
-
-    metrics = train_judge(model, tokenizer, train, cfg, tick, seed=args.seed)
-    t0 = time.time()
-    rows = score_pairs(model, tokenizer, items, cfg)
-    metrics["judge/pairs_per_second"] = len(rows) / (time.time() - t0)
-    metrics.update(agreement(rows, items))
-    held = pair_records(eval_recs, args.seed)
-    metrics["judge/heldout_pair_acc"] = pair_accuracy(model, tokenizer, held, cfg)
-    for k, v in metrics.items():
-        print(f"{k:28s} {v:.4f}")
-    if args.save:
-        print("saved to", save_judge(model, tokenizer, args.save))
-    return metrics
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--measure", action="store_true", help="train the tiny judge and measure it")
-    ap.add_argument("--steps", type=int, default=0, help="train steps (default: ScorerConfig)")
-    ap.add_argument("--n-train", type=int, default=0, help="scorer-split records to perturb")
-    ap.add_argument("--lr", type=float, default=0.0, help="learning rate (default: ScorerConfig)")
-    ap.add_argument("--n-eval", type=int, default=300, help="eval-split records to judge")
-    ap.add_argument("--eval-every", type=int, default=0, help="print agreement every N steps")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--save", default="", help="folder to save the trained judge in")
-    args = ap.parse_args()
-    if not args.measure:
-        ap.error("nothing to do: pass --measure")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    _measure(args)

@@ -34,14 +34,35 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path) -> di
     # a trained judge is `<output>/judge`; a given one (scorer.model) is its own path or hub id
     where = judge.get("judge_dir") or str(Path(judge["path"]) / "judge")
     model, tokenizer = load_judge(where, device=cfg.model.device)
-    items = judge_items(read_records(Path(candidates["path"]) / "candidates.parquet"))
+    cands = read_records(Path(candidates["path"]) / "candidates.parquet")
+    items = judge_items(cands)
     if cfg.scorer.mode == "pointwise":
         rows = score_points(model, tokenizer, items, cfg.scorer, progress_logger("score"))
         write_records(rows, out / "pointwise_scores.parquet")
         return {"n_rows": len(rows), "flip_rate": None}
     rows = score_pairs(model, tokenizer, items, cfg.scorer, progress_logger("score"))
     write_records(rows, out / "pairwise_scores.parquet")
-    return {"n_rows": len(rows), "flip_rate": flip_rate(rows) if rows else None}
+    meta = {"n_rows": len(rows), "flip_rate": flip_rate(rows) if rows else None}
+    meta.update(exact_agreement(rows, cands))
+    return meta
+
+
+def exact_agreement(rows: list[dict], cands: list[dict]) -> dict:
+    """Where candidates carry scene facts (the built-in world): how often the judge's pairwise
+    preference on this iteration's own candidates matches the exact scorer's (`judge/onpolicy_*`)."""
+    from data.perturb import agreement
+    from data.scoring import score_shapes
+
+    if not rows or any(c.get("facts") is None for c in cands):
+        return {}
+    q = {(c["prompt_id"], c["cand_idx"]): score_shapes(c["text"], c["facts"], c["gold"]).quality
+         for c in cands}
+    items = [{"prompt_id": it["prompt_id"], "cand_idx": it["cand_idx"],
+              "qualities": [q[(it["prompt_id"], k)] for k in it["cand_idx"]]}
+             for it in judge_items(cands)]
+    a = agreement(rows, items)
+    return {"onpolicy_agreement": a["judge/agreement"],
+            "onpolicy_decisive_pairs": a["judge/n_decisive_pairs"]}
 
 
 @stage_task("score", retries=1)

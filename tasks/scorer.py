@@ -1,4 +1,4 @@
-"""Task: train the built-in R-Scorer on perturbation pairs (stage 3), or take a given one."""
+"""Task: train a tiny R-Scorer on the world's perturbation pairs (stage 3, scorer.model=train)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,20 @@ from data.records import read_records
 from tasks.common import config_of, progress_logger, stage_task
 from tasks.store import produce, write_json
 
-STAGE, VERSION = "scorer", 1
+STAGE, VERSION = "scorer", 2
 
 
 def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path) -> dict:
-    from transformers import AutoTokenizer
-
-    from data.perturb import candidate_items, pair_records, point_records
-    from models.scorer import agreement, build_tiny_judge, save_judge, score_pairs, train_judge
+    from data.perturb import candidate_items
+    from models.judge_bootstrap import new_tiny_judge, train_and_save, training_records
 
     cfg = config_of(cfg_dict)
-    # the built-in judge shares the world's tokenizer (the base model's)
-    tokenizer = AutoTokenizer.from_pretrained(base["path"])
-    model = build_tiny_judge(tokenizer, seed=cfg.seed)
-    records = read_records(Path(world["path"]) / "scorer.parquet")
-    train = pair_records(records, cfg.seed)
-    if cfg.scorer.mode == "pointwise":
-        train += point_records(records, cfg.seed)
-    metrics = train_judge(model, tokenizer, train, cfg.scorer, progress_logger("scorer"), seed=cfg.seed)
+    model, tokenizer = new_tiny_judge(cfg, base["path"])  # shares the world's tokenizer (the base model's)
+    train = training_records(cfg, read_records(Path(world["path"]) / "scorer.parquet"))
     # agreement with the exact scorer on held-out (eval split) perturbation candidates
     n = cfg.scorer.n_heldout
-    if n:
-        held = candidate_items(read_records(Path(world["path"]) / "eval.parquet")[:n], cfg.seed)
-        metrics.update(agreement(score_pairs(model, tokenizer, held, cfg.scorer), held))
-    save_judge(model, tokenizer, out / "judge")
+    held = candidate_items(read_records(Path(world["path"]) / "eval.parquet")[:n], cfg.seed) if n else []
+    metrics = train_and_save(model, tokenizer, cfg, train, held, out / "judge", progress_logger("scorer"))
     write_json(out / "metrics.json", metrics)
     return {"metrics": metrics}
 

@@ -3,7 +3,7 @@
 The templates live next to this module as `.txt` package data, so the wording can be read and
 changed without touching code. Fields: `{question}`, `{reference}`, `{gold}` and the candidate
 slots (`{response_a}`, `{response_b}` or `{response}`). Two rules make them safe to encode:
-- the line that holds `{gold}` is dropped when no gold answer is shown (`use_gold_answer`);
+- every line that holds `{gold}` is dropped when no gold answer is shown (`use_gold_answer`);
 - a template ends with a fixed suffix (`\\nVerdict:` / `\\nJudgement:`) after its last slot, and
   the judge's verdict is the next token after it. `template_segments` returns the fixed text
   around the slots, so a tokenizer-side encoder can cut candidates and keep the suffix last
@@ -18,22 +18,32 @@ from dataclasses import dataclass
 from importlib import resources
 
 PAIRWISE, POINTWISE = "pairwise", "pointwise"
-TEMPLATE_FILES = {PAIRWISE: "judge_pairwise.txt", POINTWISE: "judge_pointwise.txt"}
+# "full": an instruction line first (for judges that read instructions, e.g. an instruct LM);
+# "compact": no instruction, and the gold answer right after each candidate, so comparing a
+# candidate's answer with the gold is a local pattern (what a tiny judge trained from scratch
+# learns in hundreds of steps instead of thousands; models/scorer.py measures it).
+STYLES = ("full", "compact")
+TEMPLATE_FILES = {
+    (PAIRWISE, "full"): "judge_pairwise.txt", (POINTWISE, "full"): "judge_pointwise.txt",
+    (PAIRWISE, "compact"): "judge_pairwise_compact.txt",
+    (POINTWISE, "compact"): "judge_pointwise_compact.txt",
+}
 SLOTS = {PAIRWISE: ("response_a", "response_b"), POINTWISE: ("response",)}
 # What the judge may answer, in the order of the probabilities `models.scorer` returns.
 VERDICTS = {PAIRWISE: ("A", "B", "Tie"), POINTWISE: ("Good", "Bad")}
 
 
 @functools.cache
-def load_template(mode: str) -> str:
-    """The template text of a judging mode (trailing newline removed: the suffix is last)."""
-    if mode not in TEMPLATE_FILES:
-        raise ValueError(f"unknown judging mode {mode!r}; expected one of {sorted(TEMPLATE_FILES)}")
-    text = resources.files(__package__).joinpath(TEMPLATE_FILES[mode]).read_text("utf-8")
-    text = text.rstrip("\n")
+def load_template(mode: str, style: str = "full") -> str:
+    """The template text of a judging mode and style (trailing newline removed: suffix last)."""
+    if (mode, style) not in TEMPLATE_FILES:
+        raise ValueError(f"unknown judging mode/style {mode!r}/{style!r}; expected one of "
+                         f"{sorted(TEMPLATE_FILES)}")
+    name = TEMPLATE_FILES[(mode, style)]
+    text = resources.files(__package__).joinpath(name).read_text("utf-8").rstrip("\n")
     for slot in SLOTS[mode]:
         if text.count("{" + slot + "}") != 1:
-            raise ValueError(f"template {TEMPLATE_FILES[mode]} must hold {{{slot}}} exactly once")
+            raise ValueError(f"template {name} must hold {{{slot}}} exactly once")
     return text
 
 
@@ -55,13 +65,13 @@ class Segments:
 
 
 def template_segments(mode: str, question: str, reference: str, gold: str | None = None,
-                      template: str | None = None) -> Segments:
+                      template: str | None = None, style: str = "full") -> Segments:
     """Fill the fixed fields and split the template at its candidate slots.
 
     Field values are inserted as data (never re-parsed as a template), so a question holding
     '{response_b}' stays literal text. `gold=None` drops the template line that holds `{gold}`.
     """
-    text = load_template(mode) if template is None else template
+    text = load_template(mode, style) if template is None else template
     if gold is None:
         text = "\n".join(line for line in text.split("\n") if "{gold}" not in line)
     fields = {"question": question.strip(), "reference": reference.strip(),
@@ -83,12 +93,12 @@ def clean_candidate(text: str) -> str:
 
 
 def format_input(mode: str, question: str, reference: str, responses: Sequence[str],
-                 gold: str | None = None) -> str:
+                 gold: str | None = None, style: str = "full") -> str:
     """The full judge input as text, ending with the suffix after which the verdict is read.
 
     Example (pairwise, gold shown): '...Response A: <a>\\nResponse B: <b>\\nVerdict:'.
     """
-    seg = template_segments(mode, question, reference, gold)
+    seg = template_segments(mode, question, reference, gold, style=style)
     if len(responses) != len(seg.leads):
         raise ValueError(f"{mode} judging takes {len(seg.leads)} responses, got {len(responses)}")
     out = seg.texts[0]

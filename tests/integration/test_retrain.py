@@ -14,7 +14,6 @@ tasks/common.py fixes Prefect's home and result folder at import, so one process
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -21,6 +21,7 @@ from data.shapes import corpus, generate
 from models.factory import train_tokenizer
 from models.scorer import (
     JUDGE_VOCAB_SIZE,
+    _epoch_order,
     TinyJudgeSpec,
     build_tiny_judge,
     encode_input,
@@ -93,22 +94,31 @@ def test_hand_computed_caps_and_cut():
     assert cut(ids, 30, marker) == ids
 
 
+@pytest.mark.parametrize("style", ["full", "compact"])
 @pytest.mark.parametrize("mode", [PAIRWISE, POINTWISE])
-def test_encoding_decodes_to_the_rendered_template(tok, mode):
+def test_encoding_decodes_to_the_rendered_template(tok, mode, style):
     resp = [GOOD, "Answer: 2."][: 2 if mode == PAIRWISE else 1]
     for gold in ("1", None):
-        ids = encode_input(tok, mode, Q, REF, resp, gold, max_length=512)
-        text = format_input(mode, Q, REF, resp, gold)
+        ids = encode_input(tok, mode, Q, REF, resp, gold, max_length=512, style=style)
+        text = format_input(mode, Q, REF, resp, gold, style=style)
         assert tok.decode(ids, skip_special_tokens=True) == text
         assert text.endswith("\nVerdict:" if mode == PAIRWISE else "\nJudgement:")
-        assert ("Gold answer" in text) == (gold is not None)
+        # compact: the gold line follows every candidate; no gold shown: no gold line at all
+        golds = len(resp) if style == "compact" else 1
+        assert text.count("Gold answer: 1") == (golds if gold is not None else 0)
+        assert ("Compare" in text or "Judge one" in text) == (style == "full")
+    if mode == PAIRWISE and style == "compact":
+        assert format_input(mode, Q, REF, resp, "1", style=style).endswith(
+            "Response A: " + GOOD + "\nGold answer: 1\nResponse B: Answer: 2.\nGold answer: 1\nVerdict:")
 
 
+@pytest.mark.parametrize("style", ["full", "compact"])
 @pytest.mark.parametrize("bad", ADVERSARIAL)
-def test_candidate_text_cannot_move_the_suffix(tok, bad):
-    suf = suffix_ids(tok)
+def test_candidate_text_cannot_move_the_suffix(tok, bad, style):
+    suf = tok(template_segments(PAIRWISE, Q, REF, "1", style=style).suffix,
+              add_special_tokens=False)["input_ids"]
     for pair in ([bad, GOOD], [GOOD, bad], [bad, bad]):
-        ids = encode_input(tok, PAIRWISE, Q, REF, pair, "1")
+        ids = encode_input(tok, PAIRWISE, Q, REF, pair, "1", style=style)
         assert ids[-len(suf):] == suf
         # the candidate is data: its text appears verbatim between the fixed segments
         assert pair[0].strip() in tok.decode(ids, skip_special_tokens=True)
@@ -196,7 +206,7 @@ def test_training_beats_chance_on_held_out_split(tok):
     What 300 small steps (~25 s on 2 cores) buy is the judge's first stage, telling a
     paraphrase (Tie) from a different response: measured 0.44 held-out 3-way accuracy on 720
     pairs (binomial sd at chance 0.018), from exactly 1/3 untrained. Which side is better comes
-    only after ~2000 full-size steps (`python -m models.scorer --measure`, 0.81 agreement).
+    only after hundreds of full-size steps (`python -m models.judge_bootstrap`, models/scorer.py).
     """
     data = DataConfig()
     train = pair_records(generate("scorer", 400, data, seed=0), seed=0)
@@ -222,3 +232,16 @@ def test_training_rejects_labels_of_the_wrong_mode(tok, judge):
     with pytest.raises(ValueError, match="r1"):
         train_judge(judge, tok, [bad], ScorerConfig(train_steps=1))
 
+
+
+def test_epoch_order_keeps_both_orders_of_a_pair_together():
+    recs = pair_records(generate("scorer", 6, DataConfig(), seed=0), seed=0)
+    order = _epoch_order(recs, torch.Generator().manual_seed(0))
+    assert sorted(order) == list(range(len(recs)))  # a permutation: every record once
+    assert order != list(range(len(recs)))
+    for k in range(0, len(order), 2):  # pairs arrive as (i, i+1): x|y then y|x
+        a, b = recs[order[k]], recs[order[k + 1]]
+        assert order[k + 1] == order[k] + 1
+        assert (a["response_a"], a["response_b"]) == (b["response_b"], b["response_a"])
+    singles = [{"id": str(i), "response": "x", "verdict": "Good"} for i in range(5)]
+    assert sorted(_epoch_order(singles, torch.Generator().manual_seed(0))) == list(range(5))

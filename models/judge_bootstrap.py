@@ -1,0 +1,136 @@
+"""Bootstrap the built-in R-Scorer: a tiny judge trained on perturbation pairs, then measured.
+
+The judge (models/scorer.py: a ~0.7M-parameter Llama sharing the base model's tokenizer) is
+trained on the scorer split's perturbation pairs (data/perturb.py) and measured on held-out
+eval-split candidates against the exact scorer (`judge/agreement`: unordered pairs the exact
+scorer does not tie, both orders aggregated as in METHOD.md). Training it takes far longer on
+2 CPU cores than a `make run` should, so, like the base model, the result is committed under
+models/builtin/judge with a manifest (command, seed, steps, wall time, commit, agreement), and
+the pipeline's `scorer.model: builtin` loads it; `scorer.model: train` trains one in the
+pipeline instead (a new world or tokenizer).
+
+    python -m models.judge_bootstrap --config configs/builtin.yaml --out models/builtin/judge
+    python -m models.judge_bootstrap --config configs/builtin.yaml --steps 200 --out /tmp/judge  # a look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from data.config import SRCConfig, load_config
+from data.perturb import agreement, candidate_items, pair_records, point_records
+from data.shapes import generate
+from models.bootstrap import git_commit, resolve_base
+from models.scorer import build_tiny_judge, pair_accuracy, save_judge, score_pairs, train_judge
+
+BUILTIN_JUDGE = Path(__file__).resolve().parent / "builtin" / "judge"
+JUDGE_INFO = "src_judge.json"  # how a judge folder was trained: its template must be scored with
+
+Log = Callable[[str], None]
+
+
+def judge_info(path: str | Path) -> dict:
+    """The `src_judge.json` of a judge folder ({} for a judge from elsewhere)."""
+    f = Path(path) / JUDGE_INFO
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def check_template(path: str | Path, template: str) -> None:
+    """A judge trained on one prompt style reads another as noise: refuse, naming both.
+
+    Raises:
+        ValueError: the folder's `src_judge.json` names another template than `template`.
+    """
+    trained = judge_info(path).get("template")
+    if trained is not None and trained != template:
+        raise ValueError(f"judge {str(path)!r} was trained with scorer.template={trained!r}, "
+                         f"but the config says {template!r}: set scorer.template={trained}")
+
+
+def new_tiny_judge(cfg: SRCConfig, tokenizer_from: str | None = None) -> tuple[torch.nn.Module, object]:
+    """A randomly initialised tiny judge (seeded) over the base model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from or resolve_base(cfg.model.base))
+    return build_tiny_judge(tokenizer, seed=cfg.seed), tokenizer
+
+
+def train_and_save(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig,
+                   train_records: list[dict], held: list[dict], out: Path,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
+    """Train the judge on labelled records, measure it on `held` items, save it to `out`
+    with `src_judge.json` (the prompt style it must be scored with). Returns the metrics."""
+    metrics = train_judge(model, tokenizer, train_records, cfg.scorer, progress, seed=cfg.seed)
+    if held:
+        metrics.update(agreement(score_pairs(model, tokenizer, held, cfg.scorer), held))
+    save_judge(model, tokenizer, out)
+    info = {"template": cfg.scorer.template, "use_gold_answer": cfg.scorer.use_gold_answer,
+            "mode": cfg.scorer.mode, "max_length": cfg.scorer.max_length}
+    (Path(out) / JUDGE_INFO).write_text(json.dumps(info, indent=1))
+    return metrics
+
+
+def training_records(cfg: SRCConfig, records: list[dict]) -> list[dict]:
+    """Labelled pairs (and, in pointwise mode, pointwise items) of the scorer split."""
+    train = pair_records(records, cfg.seed)
+    if cfg.scorer.mode == "pointwise":
+        train += point_records(records, cfg.seed)
+    return train
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/builtin.yaml")
+    ap.add_argument("overrides", nargs="*", help="section.field=value, e.g. scorer.train_steps=3000")
+    ap.add_argument("--out", default=str(BUILTIN_JUDGE))
+    ap.add_argument("--n-heldout", type=int, default=300, help="eval-split items to measure on")
+    ap.add_argument("--eval-every", type=int, default=0, help="agreement on 60 items every N steps")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads; 0 = torch's default")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train = training_records(cfg, generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed))
+    held = candidate_items(generate("eval", args.n_heldout, cfg.data, cfg.seed), cfg.seed)
+    print(f"{len(train)} training records, {len(held)} held-out items; {cfg.scorer}", flush=True)
+    model, tokenizer = new_tiny_judge(cfg)
+    t0 = time.time()
+
+    def tick(done: int, total: int) -> None:
+        if done % 100 == 0 or done == total:
+            print(f"  step {done}/{total} {time.time() - t0:.0f}s", flush=True)
+        if args.eval_every and done % args.eval_every == 0:
+            a = agreement(score_pairs(model, tokenizer, held[:60], cfg.scorer), held[:60])
+            model.train()
+            print(f"  step {done}: agreement {a['judge/agreement']:.3f} tie_acc "
+                  f"{a['judge/tie_acc']:.3f}", flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    m = train_and_save(model, tokenizer, cfg, train, held, out, tick)
+    m["judge/heldout_pair_acc"] = pair_accuracy(
+        model, tokenizer, pair_records(generate("eval", 100, cfg.data, cfg.seed), cfg.seed), cfg.scorer)
+    manifest = {
+        "command": "python -m models.judge_bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "seed": cfg.seed, "scorer": cfg.scorer.model_dump(mode="json"),
+        "wall_seconds": round(time.time() - t0, 1), "code_commit": git_commit(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "n_train_records": len(train), "n_heldout_items": len(held),
+        "metrics": m, "torch": torch.__version__,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    for k, v in m.items():
+        print(f"{k:28s} {v:.4f}")
+    print(f"saved to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
