@@ -362,3 +362,24 @@ def agreement(rows: Sequence[dict], items: Sequence[dict]) -> dict[str, float]:
     return {"judge/agreement": frac(dec), "judge/order_agreement": frac(order_hits),
             "judge/tie_acc": frac(tie_hits), "judge/flip_rate": flip_rate(rows),
             "judge/n_decisive_pairs": float(len(dec))}
+
+
+def onpolicy_agreement(rows: Sequence[dict], cands: Sequence[dict]) -> dict[str, float]:
+    """How often a judge's pairwise preference on a policy's own candidates matches the exact
+    scorer's, where candidates carry scene facts (the built-in world); {} otherwise.
+
+    `cands`: rows with `prompt_id, cand_idx, text, gold, facts` (the search output); `rows`:
+    the judge's pair rows on them. Returns `onpolicy_agreement` (NaN when the exact scorer
+    ties every pair) and `onpolicy_decisive_pairs`.
+    """
+    if not rows or any(c.get("facts") is None for c in cands):
+        return {}
+    by_prompt: dict[Any, list[dict]] = {}
+    for c in cands:
+        by_prompt.setdefault(c["prompt_id"], []).append(c)
+    items = [{"prompt_id": pid, "cand_idx": [c["cand_idx"] for c in cs],
+              "qualities": [score_shapes(c["text"], c["facts"], c["gold"]).quality for c in cs]}
+             for pid, cs in by_prompt.items()]
+    a = agreement(rows, items)
+    return {"onpolicy_agreement": a["judge/agreement"],
+            "onpolicy_decisive_pairs": a["judge/n_decisive_pairs"]}

@@ -22,13 +22,16 @@ import torch  # noqa: E402
 from data.config import load_config  # noqa: E402
 from data.curation import curate, flip_rate  # noqa: E402
 from data.metrics import format_table  # noqa: E402
-from data.perturb import candidate_items, pair_records  # noqa: E402
+from data.perturb import agreement, candidate_items, onpolicy_agreement  # noqa: E402
 from data.shapes import generate, load_image  # noqa: E402
 from models.bootstrap import resolve_base  # noqa: E402
 from models.dpo import train_dpo  # noqa: E402
 from models.evaluate import evaluate_policy  # noqa: E402
 from models.policy import build_policy  # noqa: E402
-from models.scorer import agreement, build_tiny_judge, score_pairs, train_judge  # noqa: E402
+from models.judge_bootstrap import (  # noqa: E402
+    BUILTIN_JUDGE, check_template, new_tiny_judge, train_and_save, training_records,
+)
+from models.scorer import load_judge, score_pairs  # noqa: E402
 from models.search import search_candidates  # noqa: E402
 from models.sft import train_rationale_sft  # noqa: E402
 
@@ -63,12 +66,16 @@ def main(argv: list[str] | None = None) -> dict:
     stamp(t0, f"rationale SFT: {sft}")
     evaluate(model, processor, "rationale_tuned")
 
-    judge_tok = processor.tokenizer
-    judge = build_tiny_judge(judge_tok, seed=cfg.seed)
-    jm = train_judge(judge, judge_tok, pair_records(generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed), cfg.seed),
-                     cfg.scorer, seed=cfg.seed)
     held = candidate_items(ev_recs[: max(cfg.scorer.n_heldout, 1)], cfg.seed)
-    jm.update(agreement(score_pairs(judge, judge_tok, held, cfg.scorer), held))
+    if cfg.scorer.model == "train":  # a tiny judge trained here, as `scorer.model=train` does
+        judge, judge_tok = new_tiny_judge(cfg, base)
+        jm = train_and_save(judge, judge_tok, cfg, training_records(
+            cfg, generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed)), held, out / "judge")
+    else:  # the committed judge (or a given one): measured on the same held-out items
+        where = str(BUILTIN_JUDGE) if cfg.scorer.model == "builtin" else cfg.scorer.model
+        check_template(where, cfg.scorer.template)
+        judge, judge_tok = load_judge(where, device=cfg.model.device)
+        jm = agreement(score_pairs(judge, judge_tok, held, cfg.scorer), held)
     results["scorer"] = jm
     stamp(t0, f"R-Scorer: {jm}")
 
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     cands = search_candidates(model, processor, items, cfg.search, seed=cfg.seed)
     by_id = {r["id"]: r for r in pool}
     for c in cands:
-        c["gold"] = by_id[c["prompt_id"]]["answer"]
+        c["gold"], c["facts"] = by_id[c["prompt_id"]]["answer"], by_id[c["prompt_id"]]["facts"]
     stamp(t0, f"search: {len(cands)} candidates for {len(pool)} prompts")
     groups: dict = {}
     for c in cands:
@@ -87,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
                "cand_idx": [c["cand_idx"] for c in cs]} for p, cs in groups.items()]
     rows = score_pairs(judge, judge_tok, jitems, cfg.scorer)
     cur = curate(cands, rows, cfg.curation)
-    results["curate"] = {**cur.metrics(), "judge/flip_rate": flip_rate(rows)}
+    results["curate"] = {**cur.metrics(), "judge/flip_rate": flip_rate(rows),
+                         **{f"judge/{k}": v for k, v in onpolicy_agreement(rows, cands).items()}}
     stamp(t0, f"curation: {results['curate']} dropped {cur.dropped}")
     pairs = [{**p, "image": by_id[p["prompt_id"]]["image"]} for p in cur.pairs]
     if pairs:

@@ -28,6 +28,7 @@ def judge_items(cands: list[dict]) -> list[dict]:
 
 def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path) -> dict:
     from data.curation import flip_rate
+    from data.perturb import onpolicy_agreement
     from models.scorer import load_judge, score_pairs, score_points
 
     cfg = config_of(cfg_dict)
@@ -43,26 +44,8 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path) -> di
     rows = score_pairs(model, tokenizer, items, cfg.scorer, progress_logger("score"))
     write_records(rows, out / "pairwise_scores.parquet")
     meta = {"n_rows": len(rows), "flip_rate": flip_rate(rows) if rows else None}
-    meta.update(exact_agreement(rows, cands))
+    meta.update(onpolicy_agreement(rows, cands))
     return meta
-
-
-def exact_agreement(rows: list[dict], cands: list[dict]) -> dict:
-    """Where candidates carry scene facts (the built-in world): how often the judge's pairwise
-    preference on this iteration's own candidates matches the exact scorer's (`judge/onpolicy_*`)."""
-    from data.perturb import agreement
-    from data.scoring import score_shapes
-
-    if not rows or any(c.get("facts") is None for c in cands):
-        return {}
-    q = {(c["prompt_id"], c["cand_idx"]): score_shapes(c["text"], c["facts"], c["gold"]).quality
-         for c in cands}
-    items = [{"prompt_id": it["prompt_id"], "cand_idx": it["cand_idx"],
-              "qualities": [q[(it["prompt_id"], k)] for k in it["cand_idx"]]}
-             for it in judge_items(cands)]
-    a = agreement(rows, items)
-    return {"onpolicy_agreement": a["judge/agreement"],
-            "onpolicy_decisive_pairs": a["judge/n_decisive_pairs"]}
 
 
 @stage_task("score", retries=1)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from data.config import load_config
-from data.perturb import candidate_items, pair_records
+from data.perturb import candidate_items, onpolicy_agreement, pair_records
 from data.shapes import generate
 from models.judge_bootstrap import (
     BUILTIN_JUDGE, JUDGE_INFO, check_template, judge_info, new_tiny_judge, train_and_save,
@@ -64,8 +64,6 @@ def test_judge_ref_resolves_builtin_folders_and_refuses_a_style_mismatch(trained
 
 
 def test_onpolicy_agreement_uses_the_exact_scores_of_the_candidates():
-    from tasks.score import exact_agreement
-
     rec = generate("pool", 1, load_config(None).data)[0]
     gold_text = rec["response"]
     wrong = gold_text.rsplit("Answer:", 1)[0] + "Answer: " + ("7" if rec["answer"] != "7" else "8") + "."
@@ -75,6 +73,6 @@ def test_onpolicy_agreement_uses_the_exact_scores_of_the_candidates():
     right = [{"prompt_id": rec["id"], "a_idx": 0, "b_idx": 1, "p_a": 0.9, "p_b": 0.05, "p_tie": 0.05},
              {"prompt_id": rec["id"], "a_idx": 1, "b_idx": 0, "p_a": 0.1, "p_b": 0.8, "p_tie": 0.1}]
     flipped = [dict(r, p_a=r["p_b"], p_b=r["p_a"]) for r in right]
-    assert exact_agreement(right, cands) == {"onpolicy_agreement": 1.0, "onpolicy_decisive_pairs": 1.0}
-    assert exact_agreement(flipped, cands)["onpolicy_agreement"] == 0.0
-    assert exact_agreement(right, [dict(c, facts=None) for c in cands]) == {}  # no facts: no oracle
+    assert onpolicy_agreement(right, cands) == {"onpolicy_agreement": 1.0, "onpolicy_decisive_pairs": 1.0}
+    assert onpolicy_agreement(flipped, cands)["onpolicy_agreement"] == 0.0
+    assert onpolicy_agreement(right, [dict(c, facts=None) for c in cands]) == {}  # no facts: no oracle
