@@ -65,6 +65,8 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     tracker = tracker or MLflowTracker(cfg.tracking.experiment, cfg.tracking.tracking_uri)
     c = cfg.model_dump(mode="json")
     t0 = time.time()
+    # a given judge is checked (exists, prompt style) before any run or compute starts
+    given_judge = None if cfg.scorer.model == "train" else judge_ref(cfg.scorer.model, cfg.scorer.template)
     parent = tracker.start_run(
         f"src-{time.strftime('%Y%m%d-%H%M%S')}",
         {"src.role": "pipeline", "src.flow_run_id": str(flow_run.get_id() or ""),
@@ -102,7 +104,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                                                     {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             else:  # the committed tiny judge, or a trained one by path or hub id: nothing to train
-                judge = judge_ref(cfg.scorer.model, cfg.scorer.template)
+                judge = given_judge
             e0 = _run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
                                              {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
                                     cfg=c, base=base, chain=chain, world=w)

@@ -28,7 +28,9 @@ from data.config import SRCConfig, load_config
 from data.perturb import agreement, candidate_items, pair_records, point_records
 from data.shapes import generate
 from models.bootstrap import git_commit, resolve_base
-from models.scorer import build_tiny_judge, pair_accuracy, save_judge, score_pairs, train_judge
+from models.scorer import (
+    build_tiny_judge, load_judge, pair_accuracy, save_judge, score_pairs, train_judge,
+)
 
 BUILTIN_JUDGE = Path(__file__).resolve().parent / "builtin" / "judge"
 JUDGE_INFO = "src_judge.json"  # how a judge folder was trained: its template must be scored with
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-heldout", type=int, default=300, help="eval-split items to measure on")
     ap.add_argument("--eval-every", type=int, default=0, help="agreement on 60 items every N steps")
     ap.add_argument("--threads", type=int, default=1, help="torch threads; 0 = torch's default")
+    ap.add_argument("--init", default="", help="continue training this judge folder (a second phase)")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if args.threads:
@@ -100,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     train = training_records(cfg, generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed))
     held = candidate_items(generate("eval", args.n_heldout, cfg.data, cfg.seed), cfg.seed)
     print(f"{len(train)} training records, {len(held)} held-out items; {cfg.scorer}", flush=True)
-    model, tokenizer = new_tiny_judge(cfg)
+    if args.init:
+        model, tokenizer = load_judge(args.init, device="cpu")
+        check_template(args.init, cfg.scorer.template)
+        model.train()
+    else:
+        model, tokenizer = new_tiny_judge(cfg)
     t0 = time.time()
 
     def tick(done: int, total: int) -> None:
@@ -120,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = {
         "command": "python -m models.judge_bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": cfg.seed, "scorer": cfg.scorer.model_dump(mode="json"),
+        "init": _init_record(args.init),
         "wall_seconds": round(time.time() - t0, 1), "code_commit": git_commit(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "n_train_records": len(train), "n_heldout_items": len(held),
@@ -130,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:28s} {v:.4f}")
     print(f"saved to {out}")
     return 0
+
+
+def _init_record(path: str) -> dict | None:
+    """What a second training phase started from: the earlier phase's manifest, verbatim."""
+    if not path:
+        return None
+    f = Path(path) / "manifest.json"
+    return json.loads(f.read_text()) if f.is_file() else {"path": path}
 
 
 if __name__ == "__main__":

@@ -173,3 +173,27 @@ def test_a_given_trained_scorer_is_used_not_retrained(first_run):
     assert "[score]" in log  # the given judge scored the candidates afresh
     client, exp, runs = pipeline_runs(state)
     assert sorted(children(client, exp, runs[-1].info.run_id)) == [0, 1]
+
+
+def test_the_committed_judge_is_loaded_not_trained(first_run):
+    from models.judge_bootstrap import BUILTIN_JUDGE
+
+    if not (BUILTIN_JUDGE / "manifest.json").is_file():
+        pytest.skip("models/builtin/judge is not committed yet (make bootstrap-judge)")
+    state = first_run["state"]
+    proc, _ = src_run(state, f"model.base={first_run['base']}", "iterate.iterations=1",
+                      "runtime.num_threads=1", "scorer.model=builtin")
+    log = proc.stdout + proc.stderr
+    assert "[scorer]" not in log and "[score]" in log
+    client, exp, runs = pipeline_runs(state)
+    parent = runs[-1]
+    # the committed judge's own held-out agreement is on the pipeline run, the judge with it
+    assert parent.data.metrics["scorer/judge/agreement"] > 0.5
+    assert any(f.startswith("scorer/") for f in artifact_files(client, parent.info.run_id))
+    kid = children(client, exp, parent.info.run_id)[1]
+    assert 0.0 <= kid.data.metrics["judge/onpolicy_agreement"] <= 1.0
+    # a judge trained on another prompt style is refused before any compute
+    bad = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml",
+                          "scorer.model=builtin", "scorer.template=full"], cwd=ROOT,
+                         env=run_env(state), capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "scorer.template" in bad.stdout + bad.stderr
