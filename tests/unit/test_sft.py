@@ -137,3 +137,30 @@ def test_one_step_on_tiny_qwen2vl(tokenizer, records, tmp_path):
             assert torch.equal(p, before[base_name(n)]), f"{n} changed"
     info = json.loads((tmp_path / "q" / BASE_INFO_FILE).read_text())
     assert info["model_type"] == "qwen2_vl"
+
+
+def test_train_lm_head_trains_the_head_too_and_merges_it(tokenizer, records, tmp_path):
+    model, processor = build_tiny_llava(tokenizer, seed=0)
+    head_before = model.lm_head.weight.detach().clone()
+    layer_before = {n: p.detach().clone() for n, p in model.named_parameters()
+                    if ".vision_tower." in n}
+    cfg = RationaleSFTConfig(max_steps=2, batch_size=8, learning_rate=1e-3)
+    cfg.lora.train_lm_head = True
+    assert peft_lora_config(model, cfg.lora).modules_to_save == ["lm_head"]
+    metrics = train_rationale_sft(model, processor, records, cfg, tmp_path / "h", seed=0)
+    assert metrics["trainable_params"] > model.lm_head.weight.numel()  # LoRA + the full head
+    # merged in place: the trained head is the model's own head now, the vision tower untouched
+    assert not torch.equal(model.lm_head.weight, head_before)
+    for n, p in model.named_parameters():
+        if n in layer_before:
+            assert torch.equal(p, layer_before[n]), f"{n} changed"
+    from models.policy import build_policy, check_adapter_fits
+
+    check_adapter_fits(build_tiny_llava(tokenizer, seed=0)[0], tmp_path / "h")
+    base_dir = tmp_path / "base"
+    fresh, proc = build_tiny_llava(tokenizer, seed=0)
+    from models.factory import save_lvlm
+
+    save_lvlm(fresh, proc, base_dir)
+    rebuilt, _ = build_policy(str(base_dir), [str(tmp_path / "h")], device="cpu")
+    assert torch.allclose(rebuilt.lm_head.weight, model.lm_head.weight, atol=1e-6)  # pi_t from base + chain
