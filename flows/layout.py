@@ -48,19 +48,17 @@ def judge_ref(name: str, template: str = "full") -> dict:
     Raises:
         ValueError: no such folder, or the judge was trained on another scorer.template.
     """
-    from models.judge_bootstrap import BUILTIN_JUDGE, check_template, judge_info
+    from models.judge_bootstrap import check_template, judge_info, judge_path
 
-    path = str(BUILTIN_JUDGE) if name == "builtin" else name
-    if name == "builtin" and not (BUILTIN_JUDGE / "manifest.json").is_file():
-        raise ValueError(f"scorer.model=builtin: {BUILTIN_JUDGE} is missing; run "
-                         "`make bootstrap-judge` or set scorer.model=train")
-    ref = base_ref(path)
-    if Path(ref["path"]).is_dir():
-        check_template(ref["path"], template)
-    meta = {"metrics": json.loads((Path(ref["path"]) / "manifest.json").read_text()).get("metrics", {})} \
-        if (Path(ref["path"]) / "manifest.json").is_file() else {}
-    return {**ref, "stage": "scorer", "judge_dir": ref["path"], "meta": meta,
-            "info": judge_info(ref["path"]) if Path(ref["path"]).is_dir() else {}}
+    ref = base_ref(judge_path(name))
+    folder = Path(ref["path"])
+    info, meta = {}, {}
+    if folder.is_dir():
+        check_template(folder, template)
+        info = judge_info(folder)
+        if (folder / "manifest.json").is_file():
+            meta = {"metrics": json.loads((folder / "manifest.json").read_text()).get("metrics", {})}
+    return {**ref, "stage": "scorer", "judge_dir": ref["path"], "meta": meta, "info": info}
 
 
 def eval_metrics(ref: dict) -> dict:

@@ -10,7 +10,7 @@ the pipeline's `scorer.model: builtin` loads it; `scorer.model: train` trains on
 pipeline instead (a new world or tokenizer).
 
     python -m models.judge_bootstrap --config configs/builtin.yaml --out models/builtin/judge
-    python -m models.judge_bootstrap --config configs/builtin.yaml --steps 200 --out /tmp/judge  # a look
+    python -m models.judge_bootstrap --config configs/builtin.yaml scorer.train_steps=200 --out /tmp/judge
 """
 
 from __future__ import annotations
@@ -35,7 +35,19 @@ from models.scorer import (
 BUILTIN_JUDGE = Path(__file__).resolve().parent / "builtin" / "judge"
 JUDGE_INFO = "src_judge.json"  # how a judge folder was trained: its template must be scored with
 
-Log = Callable[[str], None]
+
+def judge_path(name: str) -> str:
+    """`scorer.model` as a judge location: 'builtin' -> the committed folder; else as given.
+
+    Raises:
+        ValueError: 'builtin' but the committed judge is missing.
+    """
+    if name != "builtin":
+        return name
+    if not (BUILTIN_JUDGE / "manifest.json").is_file():
+        raise ValueError(f"scorer.model=builtin: {BUILTIN_JUDGE} is missing; run "
+                         "`make bootstrap-judge` or set scorer.model=train")
+    return str(BUILTIN_JUDGE)
 
 
 def judge_info(path: str | Path) -> dict:

@@ -29,7 +29,7 @@ from models.dpo import train_dpo  # noqa: E402
 from models.evaluate import evaluate_policy  # noqa: E402
 from models.policy import build_policy  # noqa: E402
 from models.judge_bootstrap import (  # noqa: E402
-    BUILTIN_JUDGE, check_template, new_tiny_judge, train_and_save, training_records,
+    check_template, judge_path, new_tiny_judge, train_and_save, training_records,
 )
 from models.scorer import load_judge, score_pairs  # noqa: E402
 from models.search import search_candidates  # noqa: E402
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         jm = train_and_save(judge, judge_tok, cfg, training_records(
             cfg, generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed)), held, out / "judge")
     else:  # the committed judge (or a given one): measured on the same held-out items
-        where = str(BUILTIN_JUDGE) if cfg.scorer.model == "builtin" else cfg.scorer.model
+        where = judge_path(cfg.scorer.model)
         check_template(where, cfg.scorer.template)
         judge, judge_tok = load_judge(where, device=cfg.model.device)
         jm = agreement(score_pairs(judge, judge_tok, held, cfg.scorer), held)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from data.records import read_records, write_records
@@ -37,9 +38,7 @@ def _teacher_rationales(cfg, records: list[dict], out: Path) -> tuple[list[dict]
                                           progress_logger("teacher"))
     write_records(kept, out / "teacher_rationales.parquet")
     write_records(dropped, out / "teacher_dropped.parquet")
-    reasons = {}
-    for row in dropped:
-        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+    reasons = dict(Counter(row["reason"] for row in dropped))
     log()(f"[teacher] kept {len(kept)} of {len(records)} rationales; dropped {reasons}")
     if not kept:
         first = dropped[0] if dropped else {}
