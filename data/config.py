@@ -134,7 +134,8 @@ class ScorerConfig(Section):
     model: str = Field(
         "builtin",
         description="'builtin' (the committed tiny judge, models/builtin/judge), 'train' (train a "
-        "tiny judge here on the world's perturbation pairs) or a trained judge's path / hub id",
+        "tiny judge here on the world's perturbation pairs), 'oracle' (the built-in world's exact "
+        "scorer judges: the ceiling ablation) or a trained judge's path / hub id",
     )
     mode: Literal["pairwise", "pointwise"] = Field("pairwise", description="judging mode")
     use_gold_answer: bool = Field(True, description="show the gold answer to the judge")

@@ -165,7 +165,8 @@ def resolve_start(spec: str, tracker) -> dict:
         if not client.list_artifacts(child, "adapter"):
             continue  # that iteration's DPO was skipped (no pairs kept): the policy did not change
         chain.append(_import(client, child, "adapter", "import_adapter", "adapter"))
-    judge = _import(client, run_id, "scorer", "import_judge", "judge")
+    # a run judged by the oracle (scorer.model=oracle) logged no judge
+    judge = _import(client, run_id, "scorer", "import_judge", "judge") if client.list_artifacts(run_id, "scorer") else None
     return {"chain": chain, "judge": judge, "iteration": last}
 
 

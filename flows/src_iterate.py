@@ -54,6 +54,10 @@ def _run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
     return task_fn(key=key, **kwargs)
 
 
+# scorer.model=oracle: no judge model; the score stage asks the exact scorer (data/judging.py)
+ORACLE_JUDGE = {"stage": "scorer", "path": "", "judge_dir": "", "digest": "oracle", "key": "", "meta": {}}
+
+
 def _d(refs: list[dict]) -> list[str]:
     return [r["digest"] for r in refs]
 
@@ -66,7 +70,8 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     c = cfg.model_dump(mode="json")
     t0 = time.time()
     # a given judge is checked (exists, prompt style) before any run or compute starts
-    given_judge = None if cfg.scorer.model == "train" else judge_ref(cfg.scorer.model, cfg.scorer.template)
+    given_judge = (None if cfg.scorer.model == "train" else ORACLE_JUDGE if cfg.scorer.model == score.ORACLE
+                   else judge_ref(cfg.scorer.model, cfg.scorer.template))
     parent = tracker.start_run(
         f"src-{time.strftime('%Y%m%d-%H%M%S')}",
         {"src.role": "pipeline", "src.flow_run_id": str(flow_run.get_id() or ""),
@@ -90,6 +95,10 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
         start = resolve_start(start_from, tracker) if start_from else None
         if start:
             chain, judge, first = start["chain"], start["judge"], start["iteration"] + 1
+            if cfg.scorer.model == score.ORACLE or judge is None:
+                judge = given_judge
+                if judge is None:
+                    raise ValueError(f"start_from: run {start_from!r} logged no judge; set scorer.model")
             say(f"continuing from run {start_from}: {len(chain)} adapters, iteration {first}")
         else:
             sft_sections = {"sft": cfg.rationale_sft, "model": cfg.model}
@@ -109,7 +118,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                                              {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
                                     cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, 0, {"adapter": s, "eval": e0}))
-        if Path(judge.get("judge_dir") or Path(judge["path"]) / "judge").is_dir():
+        if judge is not ORACLE_JUDGE and Path(judge.get("judge_dir") or Path(judge["path"]) / "judge").is_dir():
             tracker.log_artifact(parent, judge.get("judge_dir") or Path(judge["path"]) / "judge", "scorer")
         tracker.log_metrics(parent, {f"scorer/{k}": v for k, v in judge["meta"].get("metrics", {}).items()
                                      if isinstance(v, (int, float))})

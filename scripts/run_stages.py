@@ -21,6 +21,7 @@ import torch  # noqa: E402
 
 from data.config import load_config  # noqa: E402
 from data.curation import curate, flip_rate  # noqa: E402
+from data.judging import judge_items, oracle_pairs  # noqa: E402
 from data.metrics import format_table  # noqa: E402
 from data.perturb import agreement, candidate_items, onpolicy_agreement  # noqa: E402
 from data.shapes import generate, load_image  # noqa: E402
@@ -67,7 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
     evaluate(model, processor, "rationale_tuned")
 
     held = candidate_items(ev_recs[: max(cfg.scorer.n_heldout, 1)], cfg.seed)
-    if cfg.scorer.model == "train":  # a tiny judge trained here, as `scorer.model=train` does
+    judge = judge_tok = None
+    if cfg.scorer.model == "oracle":  # the exact scorer judges (the ceiling ablation)
+        jm = {}
+    elif cfg.scorer.model == "train":  # a tiny judge trained here, as `scorer.model=train` does
         judge, judge_tok = new_tiny_judge(cfg, base)
         jm = train_and_save(judge, judge_tok, cfg, training_records(
             cfg, generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed)), held, out / "judge")
@@ -84,15 +88,11 @@ def main(argv: list[str] | None = None) -> dict:
     cands = search_candidates(model, processor, items, cfg.search, seed=cfg.seed)
     by_id = {r["id"]: r for r in pool}
     for c in cands:
-        c["gold"], c["facts"] = by_id[c["prompt_id"]]["answer"], by_id[c["prompt_id"]]["facts"]
+        r = by_id[c["prompt_id"]]
+        c.update(gold=r["answer"], facts=r["facts"], reference=r["reference"], question=r["question"])
     stamp(t0, f"search: {len(cands)} candidates for {len(pool)} prompts")
-    groups: dict = {}
-    for c in cands:
-        groups.setdefault(c["prompt_id"], []).append(c)
-    jitems = [{"prompt_id": p, "question": by_id[p]["question"], "reference": by_id[p]["reference"],
-               "gold": by_id[p]["answer"], "candidates": [c["text"] for c in cs],
-               "cand_idx": [c["cand_idx"] for c in cs]} for p, cs in groups.items()]
-    rows = score_pairs(judge, judge_tok, jitems, cfg.scorer)
+    jitems = judge_items(cands)
+    rows = oracle_pairs(jitems) if judge is None else score_pairs(judge, judge_tok, jitems, cfg.scorer)
     cur = curate(cands, rows, cfg.curation)
     results["curate"] = {**cur.metrics(), "judge/flip_rate": flip_rate(rows),
                          **{f"judge/{k}": v for k, v in onpolicy_agreement(rows, cands).items()}}

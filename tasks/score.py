@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 from data.records import read_records, write_records
@@ -10,38 +9,33 @@ from tasks.common import config_of, progress_logger, stage_task
 from tasks.store import produce
 
 STAGE, VERSION = "score", 1
-
-
-def judge_items(cands: list[dict]) -> list[dict]:
-    """Group candidate rows into one judging item per prompt (candidates in cand_idx order)."""
-    groups: dict = defaultdict(list)
-    for c in cands:
-        groups[c["prompt_id"]].append(c)
-    items = []
-    for pid, cs in groups.items():
-        cs.sort(key=lambda c: c["cand_idx"])
-        items.append({"prompt_id": pid, "question": cs[0]["question"],
-                      "reference": cs[0].get("reference") or "", "gold": cs[0].get("gold"),
-                      "candidates": [c["text"] for c in cs], "cand_idx": [c["cand_idx"] for c in cs]})
-    return items
+ORACLE = "oracle"  # scorer.model: the exact scorer of the built-in world judges (data/judging.py)
 
 
 def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path) -> dict:
-    from data.curation import flip_rate
-    from data.perturb import onpolicy_agreement
+    from data.judging import judge_items, oracle_pairs, oracle_points
     from models.scorer import load_judge, score_pairs, score_points
 
     cfg = config_of(cfg_dict)
+    cands = read_records(Path(candidates["path"]) / "candidates.parquet")
+    items = judge_items(cands)
+    if cfg.scorer.model == ORACLE:  # the exact scorer in the judge's place (ablation ceiling)
+        return _write(cfg, oracle_points(items) if cfg.scorer.mode == "pointwise" else oracle_pairs(items),
+                      cands, out)
     # a trained judge is `<output>/judge`; a given one (scorer.model) is its own path or hub id
     where = judge.get("judge_dir") or str(Path(judge["path"]) / "judge")
     model, tokenizer = load_judge(where, device=cfg.model.device)
-    cands = read_records(Path(candidates["path"]) / "candidates.parquet")
-    items = judge_items(cands)
+    judge_fn = score_points if cfg.scorer.mode == "pointwise" else score_pairs
+    return _write(cfg, judge_fn(model, tokenizer, items, cfg.scorer, progress_logger("score")), cands, out)
+
+
+def _write(cfg, rows: list[dict], cands: list[dict], out: Path) -> dict:
+    from data.curation import flip_rate
+    from data.perturb import onpolicy_agreement
+
     if cfg.scorer.mode == "pointwise":
-        rows = score_points(model, tokenizer, items, cfg.scorer, progress_logger("score"))
         write_records(rows, out / "pointwise_scores.parquet")
         return {"n_rows": len(rows), "flip_rate": None}
-    rows = score_pairs(model, tokenizer, items, cfg.scorer, progress_logger("score"))
     write_records(rows, out / "pairwise_scores.parquet")
     meta = {"n_rows": len(rows), "flip_rate": flip_rate(rows) if rows else None}
     meta.update(onpolicy_agreement(rows, cands))
