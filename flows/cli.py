@@ -57,6 +57,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("\nper iteration (0 = rationale-tuned, before any DPO):")
     print(result["table"])
     print(f"\npipeline run {result['parent_run_id']} finished in {result['wall_seconds']:.0f}s")
+    if args.summary_json:  # for scripts (bench/): per-iteration metrics, timing, run id
+        import json
+        from pathlib import Path
+
+        keep = {k: result[k] for k in ("parent_run_id", "iterations", "wall_seconds", "timing", "tracking_uri", "chain", "base_metrics")}
+        Path(args.summary_json).write_text(json.dumps(keep, indent=1, default=str))
     uri = result["tracking_uri"]
     print(f"open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
     return 0
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "run":
             p.add_argument("--start-from", default=None,
                            help="<pipeline run id>[:<iteration>] to continue from")
+            p.add_argument("--summary-json", default=None, metavar="PATH",
+                           help="also write the run's per-iteration metrics and timing as JSON")
         p.set_defaults(fn=fn)
     from flows import compare, retrain, services
 

@@ -41,7 +41,7 @@ def base_ref(name: str) -> dict:
     return {"path": name, "digest": digest({"hub_id": name}), "stage": "base", "key": "", "meta": {}}
 
 
-def judge_ref(name: str, template: str = "full") -> dict:
+def judge_ref(name: str, template: str = "full", mode: str = "pairwise") -> dict:
     """Reference to a trained R-Scorer: 'builtin' (models/builtin/judge), a local folder by
     content, or a hub id. A folder that records its prompt style must match `template`.
 
@@ -50,11 +50,11 @@ def judge_ref(name: str, template: str = "full") -> dict:
     """
     from models.judge_bootstrap import check_template, judge_info, judge_path
 
-    ref = base_ref(judge_path(name))
+    ref = base_ref(judge_path(name, mode))
     folder = Path(ref["path"])
     info, meta = {}, {}
     if folder.is_dir():
-        check_template(folder, template)
+        check_template(folder, template, mode)
         info = judge_info(folder)
         if (folder / "manifest.json").is_file():
             meta = {"metrics": json.loads((folder / "manifest.json").read_text()).get("metrics", {})}

@@ -62,6 +62,18 @@ def _d(refs: list[dict]) -> list[str]:
     return [r["digest"] for r in refs]
 
 
+def stage_timing(calls: list[dict], wall: float) -> dict:
+    """Where a pipeline run's wall time went: the stage functions' own build time (stages
+    built in this run) per stage, and the rest (Prefect, tracking, loading refs) as a share."""
+    per: dict[str, float] = {}
+    for c in calls:
+        per[c["stage"]] = per.get(c["stage"], 0.0) + c["build_seconds"]
+    stage_s = sum(per.values())
+    return {"flow_seconds": wall, "stage_seconds": stage_s, "per_stage_seconds": per,
+            "overhead_frac": (wall - stage_s) / wall if wall > 0 else 0.0,
+            "built": sum(c["built"] for c in calls), "reused": sum(not c["built"] for c in calls)}
+
+
 def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                  config_path: str | None = None) -> dict:
     """The whole SRC loop; returns {"parent_run_id", "iterations": [metrics per iteration]}."""
@@ -69,9 +81,18 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     tracker = tracker or MLflowTracker(cfg.tracking.experiment, cfg.tracking.tracking_uri)
     c = cfg.model_dump(mode="json")
     t0 = time.time()
+    calls: list[dict] = []  # every stage call: its wall time here, and the stage's own build time
+
+    def run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
+        t = time.time()
+        ref = _run(task_fn, module, key, **kwargs)
+        built = (ref.get("created") or 0) >= t  # False: reused from the store / Prefect cache
+        calls.append({"stage": module.STAGE, "call_seconds": time.time() - t, "built": built,
+                      "build_seconds": (ref.get("build_seconds") or 0.0) if built else 0.0})
+        return ref
     # a given judge is checked (exists, prompt style) before any run or compute starts
     given_judge = (None if cfg.scorer.model == "train" else ORACLE_JUDGE if cfg.scorer.model == score.ORACLE
-                   else judge_ref(cfg.scorer.model, cfg.scorer.template))
+                   else judge_ref(cfg.scorer.model, cfg.scorer.template, cfg.scorer.mode))
     parent = tracker.start_run(
         f"src-{time.strftime('%Y%m%d-%H%M%S')}",
         {"src.role": "pipeline", "src.flow_run_id": str(flow_run.get_id() or ""),
@@ -84,13 +105,14 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     results: list[dict] = []
     try:
         base = base_ref(cfg.model.base)
-        w = _run(world.world_task, world, _key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, {}), cfg=c)
+        w = run(world.world_task, world, _key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, {}), cfg=c)
         # the base model before any SRC stage (short answers): the reference row of every table
-        eb = _run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
+        eb = run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
                                                      {"base": base["digest"], "chain": [], "world": w["digest"]}),
                   cfg=c, base=base, chain=[], world=w)
         base_summary = json.loads((Path(eb["path"]) / "metrics.json").read_text())
-        tracker.log_metrics(parent, {f"base/{k}": v for k, v in eval_metrics(eb).items()})
+        base_metrics = eval_metrics(eb)
+        tracker.log_metrics(parent, {f"base/{k}": v for k, v in base_metrics.items()})
         tracker.log_artifact(parent, Path(eb["path"]) / "metrics.json", "base_eval")
         start = resolve_start(start_from, tracker) if start_from else None
         if start:
@@ -104,17 +126,17 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
             sft_sections = {"sft": cfg.rationale_sft, "model": cfg.model}
             if cfg.rationale_sft.source == "teacher":  # the teacher's rationales are an input
                 sft_sections["teacher"] = cfg.teacher
-            s = _run(sft.sft_task, sft, _key(sft, cfg, sft_sections,
+            s = run(sft.sft_task, sft, _key(sft, cfg, sft_sections,
                                       {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             chain, first = [s], 1
             if cfg.scorer.model == "train":
-                judge = _run(scorer.scorer_task, scorer, _key(scorer, cfg, {"scorer": cfg.scorer},
+                judge = run(scorer.scorer_task, scorer, _key(scorer, cfg, {"scorer": cfg.scorer},
                                                     {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             else:  # the committed tiny judge, or a trained one by path or hub id: nothing to train
                 judge = given_judge
-            e0 = _run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
+            e0 = run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
                                              {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
                                     cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, 0, {"adapter": s, "eval": e0}))
@@ -125,22 +147,22 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
         for t in range(first, first + cfg.iterate.iterations):
             say(f"iteration {t}: search -> score -> curate -> dpo -> eval")
             inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
-            cands = _run(
+            cands = run(
                 search.search_task, search, _key(search, cfg, {"search": cfg.search, "model": cfg.model,
                                        "per_iteration": cfg.iterate.prompts_per_iteration},
                          {**inputs, "iteration": t}),
                 cfg=c, base=base, chain=chain, world=w, iteration=t)
-            sc = _run(score.score_task, score, _key(score, cfg, {"scorer": cfg.scorer},
+            sc = run(score.score_task, score, _key(score, cfg, {"scorer": cfg.scorer},
                                            {"judge": judge["digest"], "candidates": cands["digest"]}),
                                   cfg=c, judge=judge, candidates=cands)
-            prefs = _run(curate.curate_task, curate, _key(curate, cfg, {"curation": cfg.curation},
+            prefs = run(curate.curate_task, curate, _key(curate, cfg, {"curation": cfg.curation},
                                                 {"candidates": cands["digest"], "scores": sc["digest"]}),
                                        cfg=c, candidates=cands, scores=sc)
-            ad = _run(dpo.dpo_task, dpo, _key(dpo, cfg, {"dpo": cfg.dpo, "model": cfg.model},
+            ad = run(dpo.dpo_task, dpo, _key(dpo, cfg, {"dpo": cfg.dpo, "model": cfg.model},
                                        {**inputs, "pairs": prefs["digest"]}),
                               cfg=c, base=base, chain=chain, pairs=prefs, world=w)
             chain = chain + [ad]
-            ev = _run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
+            ev = run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
                                              {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
                                     cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, t, {
@@ -150,9 +172,12 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
         raise
     wall = time.time() - t0
     final = results[-1]["metrics"] if results else {}
-    tracker.log_metrics(parent, {**{f"final/{k}": v for k, v in final.items()}, "pipeline/wall_seconds": wall})
+    timing = stage_timing(calls, wall)
+    tracker.log_metrics(parent, {**{f"final/{k}": v for k, v in final.items()}, "pipeline/wall_seconds": wall,
+                                 "pipeline/stage_seconds": timing["stage_seconds"],
+                                 "pipeline/overhead_frac": timing["overhead_frac"]})
     table = metrics_table(results)
-    tracker.log_dict(parent, {"iterations": results}, "summary.json")
+    tracker.log_dict(parent, {"iterations": results, "timing": timing}, "summary.json")
     tracker.end_run(parent)
     uri = getattr(tracker, "uri", "")
     create_markdown_artifact(
@@ -161,6 +186,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
         description="per-iteration held-out metrics",
     )
     return {"parent_run_id": parent, "iterations": results, "wall_seconds": wall, "table": table,
+            "timing": timing, "chain": [r["path"] for r in chain], "base_metrics": base_metrics,
             "tracking_uri": uri, "base_table": format_table(base_summary)}
 
 

@@ -33,21 +33,25 @@ from models.scorer import (
 )
 
 BUILTIN_JUDGE = Path(__file__).resolve().parent / "builtin" / "judge"
+# the pointwise ablation's judge: the committed judge trained further on pointwise items too
+BUILTIN_POINTWISE_JUDGE = BUILTIN_JUDGE.with_name("judge-pointwise")
 JUDGE_INFO = "src_judge.json"  # how a judge folder was trained: its template must be scored with
 
 
-def judge_path(name: str) -> str:
-    """`scorer.model` as a judge location: 'builtin' -> the committed folder; else as given.
+def judge_path(name: str, mode: str = "pairwise") -> str:
+    """`scorer.model` as a judge location: 'builtin' -> the committed folder for `mode`
+    (models/builtin/judge, or judge-pointwise for scorer.mode=pointwise); else as given.
 
     Raises:
         ValueError: 'builtin' but the committed judge is missing.
     """
     if name != "builtin":
         return name
-    if not (BUILTIN_JUDGE / "manifest.json").is_file():
-        raise ValueError(f"scorer.model=builtin: {BUILTIN_JUDGE} is missing; run "
+    folder = BUILTIN_POINTWISE_JUDGE if mode == "pointwise" else BUILTIN_JUDGE
+    if not (folder / "manifest.json").is_file():
+        raise ValueError(f"scorer.model=builtin (scorer.mode={mode}): {folder} is missing; run "
                          "`make bootstrap-judge` or set scorer.model=train")
-    return str(BUILTIN_JUDGE)
+    return str(folder)
 
 
 def judge_info(path: str | Path) -> dict:
@@ -56,16 +60,22 @@ def judge_info(path: str | Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def check_template(path: str | Path, template: str) -> None:
-    """A judge trained on one prompt style reads another as noise: refuse, naming both.
+def check_template(path: str | Path, template: str, mode: str | None = None) -> None:
+    """A judge trained on one prompt style (or on pairs only) reads another as noise: refuse,
+    naming both. A judge trained in pointwise mode saw pairs too and may judge either way.
 
     Raises:
-        ValueError: the folder's `src_judge.json` names another template than `template`.
+        ValueError: the folder's `src_judge.json` names another template than `template`, or
+            says pairwise while `mode` is pointwise.
     """
-    trained = judge_info(path).get("template")
+    info = judge_info(path)
+    trained = info.get("template")
     if trained is not None and trained != template:
         raise ValueError(f"judge {str(path)!r} was trained with scorer.template={trained!r}, "
                          f"but the config says {template!r}: set scorer.template={trained}")
+    if mode == "pointwise" and info.get("mode") == "pairwise":
+        raise ValueError(f"judge {str(path)!r} was trained on pairs only (scorer.mode=pairwise) "
+                         "and cannot judge pointwise: train one with scorer.mode=pointwise")
 
 
 def new_tiny_judge(cfg: SRCConfig, tokenizer_from: str | None = None) -> tuple[torch.nn.Module, object]:
@@ -108,11 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=0, help="agreement on 60 items every N steps")
     ap.add_argument("--threads", type=int, default=1, help="torch threads; 0 = torch's default")
     ap.add_argument("--init", default="", help="continue training this judge folder (a second phase)")
+    ap.add_argument("--focus", default="", metavar="FAMILY:N",
+                    help="add N more scorer-split records of one question family (a family the "
+                    "judge lags on), drawn after the first scorer.n_train_items")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
-    train = training_records(cfg, generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed))
+    recs = generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed)
+    if args.focus:
+        recs += focus_records(cfg, *_parse_focus(args.focus, cfg))
+    train = training_records(cfg, recs)
     held = candidate_items(generate("eval", args.n_heldout, cfg.data, cfg.seed), cfg.seed)
     print(f"{len(train)} training records, {len(held)} held-out items; {cfg.scorer}", flush=True)
     if args.init:
@@ -151,6 +167,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:28s} {v:.4f}")
     print(f"saved to {out}")
     return 0
+
+
+def focus_records(cfg: SRCConfig, family: str, n: int) -> list[dict]:
+    """`n` scorer-split records of `family` after the first `scorer.n_train_items` (families
+    cycle in order, so every len(families)-th record is one)."""
+    fams = list(cfg.data.families)
+    k = fams.index(family)
+    start = cfg.scorer.n_train_items
+    start += (k - start) % len(fams)  # the first record of `family` from there
+    out = []
+    while len(out) < n:
+        out.append(generate("scorer", 1, cfg.data, cfg.seed, start=start)[0])
+        start += len(fams)
+    return out
+
+
+def _parse_focus(spec: str, cfg: SRCConfig) -> tuple[str, int]:
+    fam, _, n = spec.partition(":")
+    if fam not in cfg.data.families or not n.isdigit():
+        raise SystemExit(f"--focus {spec!r}: expected FAMILY:N with FAMILY one of {list(cfg.data.families)}")
+    return fam, int(n)
 
 
 def _init_record(path: str) -> dict | None:

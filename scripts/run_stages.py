@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
         jm = train_and_save(judge, judge_tok, cfg, training_records(
             cfg, generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed)), held, out / "judge")
     else:  # the committed judge (or a given one): measured on the same held-out items
-        where = judge_path(cfg.scorer.model)
-        check_template(where, cfg.scorer.template)
+        where = judge_path(cfg.scorer.model, cfg.scorer.mode)
+        check_template(where, cfg.scorer.template, cfg.scorer.mode)
         judge, judge_tok = load_judge(where, device=cfg.model.device)
         jm = agreement(score_pairs(judge, judge_tok, held, cfg.scorer), held)
     results["scorer"] = jm

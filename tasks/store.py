@@ -74,7 +74,8 @@ def read_manifest(path: Path) -> dict | None:
 def ref_of(path: Path, manifest: dict) -> dict:
     """The small JSON reference a task returns: where the output is and what it holds."""
     return {"path": str(path), "digest": manifest["digest"], "stage": manifest["stage"],
-            "key": manifest["key"], "meta": manifest.get("meta", {})}
+            "key": manifest["key"], "meta": manifest.get("meta", {}),
+            "created": manifest.get("created"), "build_seconds": manifest.get("build_seconds")}
 
 
 def lookup(stage: str, key: str) -> dict | None:
@@ -114,14 +115,17 @@ def produce(stage: str, key: str, build: Callable[[Path], dict | None]) -> dict:
         tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:
+            t0 = time.perf_counter()
             meta = build(tmp) or {}
+            seconds = time.perf_counter() - t0
             files = {
                 str(p.relative_to(tmp)): file_digest(p)
                 for p in sorted(tmp.rglob("*")) if p.is_file()
             }
             content = {f: d for f, d in files.items() if Path(f).name not in REPORTS}
             manifest = {"stage": stage, "key": key, "files": files, "meta": meta,
-                        "digest": digest(content), "created": time.time()}
+                        "digest": digest(content), "created": time.time(),
+                        "build_seconds": round(seconds, 3)}
             # manifest last: its presence with matching digests means "done"
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
             if final.exists():  # a half-written or corrupted earlier attempt

@@ -74,8 +74,10 @@ def stage_digests(state: Path) -> dict[tuple[str, str], dict[str, str]]:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, base_model):
     state = tmp_path_factory.mktemp("state")
-    proc, seconds = src_run(state, f"model.base={base_model}", *SMALL)
-    return {"state": state, "seconds": seconds, "stdout": proc.stdout, "base": base_model}
+    summary = state.parent / f"{state.name}-summary.json"
+    proc, seconds = src_run(state, f"model.base={base_model}", *SMALL, "--summary-json", str(summary))
+    return {"state": state, "seconds": seconds, "stdout": proc.stdout, "base": base_model,
+            "summary": json.loads(summary.read_text())}
 
 
 def test_layout_of_a_pipeline_run(first_run):
@@ -102,8 +104,24 @@ def test_layout_of_a_pipeline_run(first_run):
     assert "| iteration |" in first_run["stdout"] and "mlflow ui" in first_run["stdout"]
 
 
-def test_identical_rerun_is_fully_cached(first_run):
-    proc, seconds = src_run(first_run["state"], f"model.base={first_run['base']}", *SMALL)
+def test_summary_json_has_metrics_and_stage_timing(first_run):
+    s = first_run["summary"]
+    assert [it["iteration"] for it in s["iterations"]] == [0, 1, 2]
+    assert 0.0 <= s["base_metrics"]["eval/accuracy"] <= 1.0
+    t = s["timing"]
+    assert t["reused"] == 0 and t["built"] >= 1 + 1 + 1 + 1 + 1 + 2 * 5  # world..scorer, 2 iterations
+    per = t["per_stage_seconds"]
+    assert set(per) >= {"world", "rationale_sft", "scorer", "search", "score", "curate", "dpo", "evaluate"}
+    assert all(v > 0 for v in per.values()) and 0 < t["stage_seconds"] < t["flow_seconds"]
+    assert abs(t["overhead_frac"] - (1 - t["stage_seconds"] / t["flow_seconds"])) < 1e-9
+    assert len(s["chain"]) == 3 and all(Path(p).is_dir() for p in s["chain"])
+
+
+def test_identical_rerun_is_fully_cached(first_run, tmp_path):
+    proc, seconds = src_run(first_run["state"], f"model.base={first_run['base']}", *SMALL,
+                            "--summary-json", str(tmp_path / "s.json"))
+    timing = json.loads((tmp_path / "s.json").read_text())["timing"]
+    assert timing["built"] == 0 and timing["reused"] > 0 and timing["stage_seconds"] == 0
     log = proc.stdout + proc.stderr
     assert "Cached" in log
     # nothing is recomputed: no stage reports training or search progress
@@ -173,6 +191,19 @@ def test_a_given_trained_scorer_is_used_not_retrained(first_run):
     assert "[score]" in log  # the given judge scored the candidates afresh
     client, exp, runs = pipeline_runs(state)
     assert sorted(children(client, exp, runs[-1].info.run_id)) == [0, 1]
+
+
+def test_the_oracle_judges_with_no_judge_model(first_run, tmp_path):
+    state = first_run["state"]
+    proc, _ = src_run(state, f"model.base={first_run['base']}", "iterate.iterations=1",
+                      "runtime.num_threads=1", "scorer.model=oracle", "--summary-json", str(tmp_path / "s.json"))
+    log = proc.stdout + proc.stderr
+    assert "[scorer]" not in log  # no judge is trained (nor loaded)
+    m = json.loads((tmp_path / "s.json").read_text())["iterations"][1]["metrics"]
+    # the exact scorer agrees with itself, and never flips with the order
+    assert m["judge/onpolicy_agreement"] == 1.0 and m["judge/flip_rate"] == 0.0
+    client, exp, runs = pipeline_runs(state)
+    assert not any(f.startswith("scorer/") for f in artifact_files(client, runs[-1].info.run_id))
 
 
 def test_the_committed_judge_is_loaded_not_trained(first_run):

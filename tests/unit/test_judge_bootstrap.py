@@ -48,6 +48,27 @@ def test_a_judge_is_only_read_with_the_style_it_was_trained_on(trained, tmp_path
         check_template(trained["out"], "full")
     check_template(tmp_path, "full")  # a judge from elsewhere records nothing: accepted
     assert judge_info(tmp_path) == {}
+    # trained on pairs only: refused for pointwise judging, naming the mode
+    check_template(trained["out"], "compact", "pairwise")
+    with pytest.raises(ValueError, match="pairs only.*scorer.mode=pointwise"):
+        check_template(trained["out"], "compact", "pointwise")
+
+
+def test_builtin_resolves_per_mode_and_focus_records_are_of_the_family():
+    from models.judge_bootstrap import BUILTIN_POINTWISE_JUDGE, focus_records, judge_path
+
+    if (BUILTIN_JUDGE / "manifest.json").is_file():
+        assert judge_path("builtin") == str(BUILTIN_JUDGE)
+    if (BUILTIN_POINTWISE_JUDGE / "manifest.json").is_file():
+        assert judge_path("builtin", "pointwise") == str(BUILTIN_POINTWISE_JUDGE)
+        assert judge_info(BUILTIN_POINTWISE_JUDGE)["mode"] == "pointwise"
+    assert judge_path("/some/judge", "pointwise") == "/some/judge"
+    cfg = load_config(None, ["scorer.n_train_items=7"])
+    recs = focus_records(cfg, "color_of", 3)
+    assert [r["family"] for r in recs] == ["color_of"] * 3
+    first = generate("scorer", 7, cfg.data)
+    assert not {r["id"] for r in recs} & {r["id"] for r in first}  # after the training items
+    assert recs == [r for r in generate("scorer", 25, cfg.data) if r["family"] == "color_of"][1:4]
 
 
 def test_judge_ref_resolves_builtin_folders_and_refuses_a_style_mismatch(trained):
