@@ -29,7 +29,7 @@ from data.perturb import agreement, candidate_items, pair_records, point_records
 from data.shapes import generate
 from models.bootstrap import git_commit, resolve_base
 from models.scorer import (
-    build_tiny_judge, load_judge, pair_accuracy, save_judge, score_pairs, train_judge,
+    build_tiny_judge, load_judge, pair_accuracy, save_judge, score_pairs, score_points, train_judge,
 )
 
 BUILTIN_JUDGE = Path(__file__).resolve().parent / "builtin" / "judge"
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     m = train_and_save(model, tokenizer, cfg, train, held, out, tick)
     m["judge/heldout_pair_acc"] = pair_accuracy(
         model, tokenizer, pair_records(generate("eval", 100, cfg.data, cfg.seed), cfg.seed), cfg.scorer)
+    if cfg.scorer.mode == "pointwise":
+        m["judge/heldout_point_acc"] = point_accuracy(model, tokenizer, cfg, args.n_heldout // 2)
     manifest = {
         "command": "python -m models.judge_bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": cfg.seed, "scorer": cfg.scorer.model_dump(mode="json"),
@@ -167,6 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:28s} {v:.4f}")
     print(f"saved to {out}")
     return 0
+
+
+def point_accuracy(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig, n_records: int) -> float:
+    """Share of held-out pointwise items (eval split, half Good, half Bad) the judge gets right
+    (p(Good) > 1/2 exactly for the Good ones)."""
+    pts = point_records(generate("eval", n_records, cfg.data, cfg.seed), cfg.seed)
+    items = [{"prompt_id": p["id"], "question": p["question"], "reference": p["reference"],
+              "gold": p["gold"], "candidates": [p["response"]]} for p in pts]
+    rows = score_points(model, tokenizer, items, cfg.scorer)
+    return sum((r["p_good"] > 0.5) == (p["verdict"] == "Good") for r, p in zip(rows, pts)) / max(1, len(pts))
 
 
 def focus_records(cfg: SRCConfig, family: str, n: int) -> list[dict]:

@@ -1,0 +1,56 @@
+"""The benchmark's bookkeeping: efficacy rows from run summaries, targets judged right.
+
+Run: .venv/bin/python -m pytest -q tests/unit/test_bench.py
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import efficacy
+
+
+def _m(acc, cons, se=0.01, **extra):
+    return {"eval/accuracy": acc, "eval/accuracy_se": se, "eval/consistency": cons,
+            "eval/consistency_se": se, "eval/factuality": 0.1, "eval/format_rate": 1.0,
+            "eval/family/count_color/accuracy": acc, **extra}
+
+
+def _runs(last_acc, last_cons, oracle_acc, se=0.01):
+    its = [{"iteration": 0, "metrics": _m(0.40, 0.30, se)},
+           {"iteration": 1, "metrics": _m(0.45, 0.35, **{"judge/flip_rate": 0.1, "curate/kept_frac": 0.6})},
+           {"iteration": 2, "metrics": _m(last_acc, last_cons, se)}]
+    ab = lambda acc, cons: {"iterations": [{"iteration": 2, "metrics": _m(acc, cons)}]}  # noqa: E731
+    return {"main": {"iterations": its, "base_metrics": _m(0.42, 0.0)},
+            "pointwise": ab(0.44, 0.36), "uniform": ab(0.44, 0.50), "answer_only": ab(0.44, 0.30),
+            "oracle": ab(oracle_acc, 0.5)}
+
+
+def test_rows_are_base_iterations_then_ablations_at_their_last_iteration():
+    rows = efficacy.table(_runs(0.50, 0.45, 0.60))
+    assert [r["row"] for r in rows] == [
+        "base (short answers)", "rationale-tuned (iteration 0)", "SRC iteration 1", "SRC iteration 2",
+        "ablation: pointwise (iteration 2)", "ablation: uniform (iteration 2)",
+        "ablation: answer_only (iteration 2)", "ablation: oracle (iteration 2)"]
+    assert rows[2]["flip_rate"] == 0.1 and rows[2]["kept_frac"] == 0.6
+    assert rows[3]["families"] == {"count_color": 0.50}
+    md = efficacy.markdown(rows)
+    assert "| SRC iteration 2 | 50.0 ± 1.0 | 45.0 ± 1.0 |" in md and "acc count_color" in md
+
+
+def test_targets_gain_in_standard_errors_ablations_and_oracle_share():
+    t = {x["name"]: x for x in efficacy.targets(efficacy.table(_runs(0.50, 0.45, 0.60)))}
+    acc = t["SRC iteration 2 accuracy gain over iteration 0"]
+    # +10 points with SE 1 point each: z = 0.10 / sqrt(2) / 0.01 = 7.07
+    assert acc["value"] == pytest.approx(0.10) and acc["z"] == pytest.approx(7.071, abs=1e-3) and acc["met"]
+    cons = t["SRC iteration 2 consistency gain over iteration 0"]
+    assert cons["value"] == pytest.approx(0.15) and cons["met"]
+    assert t["full SRC consistency - pointwise ablation"]["met"]
+    assert not t["full SRC consistency - uniform ablation"]["met"]  # 0.45 < 0.50
+    share = t["R-Scorer accuracy gain / oracle accuracy gain"]
+    assert share["value"] == pytest.approx(0.5) and not share["met"]  # 0.10 of 0.20
+    # a gain under 3 standard errors misses, even when it is over 8 points
+    t2 = {x["name"]: x for x in efficacy.targets(efficacy.table(_runs(0.49, 0.45, 0.49, se=0.04)))}
+    acc2 = t2["SRC iteration 2 accuracy gain over iteration 0"]
+    assert acc2["value"] == pytest.approx(0.09) and acc2["z"] < 3 and not acc2["met"]
+    assert t2["R-Scorer accuracy gain / oracle accuracy gain"]["value"] == pytest.approx(1.0)
