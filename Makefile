@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test lint clean bootstrap bootstrap-judge stages
+.PHONY: setup run test lint clean bootstrap bootstrap-judge stages bench bench-quick
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ test: $(STAMP)
 # every stage once as plain function calls (no Prefect): the library end to end
 stages: $(STAMP)
 	$(PY) scripts/run_stages.py --config configs/builtin.yaml
+
+# efficacy table with ablations + performance benchmarks -> bench/results/ (~60 min on 2 cores)
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+# the same figures at small budgets (~10 min; not comparable with the full table)
+bench-quick: $(STAMP)
+	$(PY) -m bench.run --quick
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,266 @@
+"""Performance benchmarks of issue 5, each a plain function returning a dict of figures.
+
+- search: the batched sentence-level beam search vs a per-question `generate` loop
+  (models/search_bench.py), and the share of search time inside forward passes;
+- scoring: ordered pairs/s of the one-forward verdict reading vs generating the verdict as
+  text and parsing it (per pair, the straightforward way, and batched);
+- memory: peak resident memory of DPO steps vs SFT steps of the same batch, each in its own
+  process (`python -m bench.perf memory sft|dpo ...`);
+- scale: one iteration's stages at several pool sizes, each in its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _policy(cfg: Any, chain: list[str]) -> tuple[Any, Any]:
+    from models.bootstrap import resolve_base
+    from models.policy import build_policy
+
+    adapters = [str(Path(p) / "adapter") for p in chain if (Path(p) / "adapter").is_dir()]
+    return build_policy(resolve_base(cfg.model.base), adapters, device=cfg.model.device)
+
+
+def _items(cfg: Any, n: int, split: str = "pool") -> list[dict]:
+    from data.shapes import generate, load_image
+
+    return [{"prompt_id": r["id"], "image": load_image(r["image"]), "question": r["question"],
+             "record": r} for r in generate(split, n, cfg.data, cfg.seed)]
+
+
+def bench_search(cfg: Any, chain: list[str], n_questions: int) -> dict:
+    """Batched search vs per-question loops on the rationale-tuned policy."""
+    from models.search_bench import benchmark_search
+
+    model, processor = _policy(cfg, chain[:1])
+    rep = benchmark_search(model, processor, _items(cfg, n_questions), cfg.search, seed=cfg.seed)
+    return {"questions": n_questions, **{k: rep[k] for k in (
+        "batched", "per_question_search", "per_question_sample", "speedup_vs_per_question_search",
+        "speedup_vs_per_question_sample", "same_candidates")}}
+
+
+def _judge_inputs(cfg: Any, n_items: int) -> tuple[Any, Any, list[dict]]:
+    from data.perturb import candidate_items
+    from data.shapes import generate
+    from models.judge_bootstrap import judge_path
+    from models.scorer import load_judge
+
+    model, tok = load_judge(judge_path(cfg.scorer.model, cfg.scorer.mode), device=cfg.model.device)
+    items = candidate_items(generate("eval", n_items, cfg.data, cfg.seed), cfg.seed)
+    for it in items:  # N = 6 candidates per prompt, as the search gives
+        it["candidates"], it["kinds"], it["qualities"] = (it["candidates"][:6], it["kinds"][:6],
+                                                          it["qualities"][:6])
+    return model, tok, items
+
+
+@torch.inference_mode()
+def _generate_verdicts(model: Any, tok: Any, rows: list[list[int]], batch: int) -> list[str]:
+    """The verdict as text: greedy generation of a few tokens, then parsed (the slow way)."""
+    from models.scorer import _pad_id, pad_left
+
+    out = []
+    for s in range(0, len(rows), batch):
+        enc = pad_left(rows[s:s + batch], _pad_id(tok), model.device)
+        gen = model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=_pad_id(tok))
+        for text in tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True):
+            word = text.strip().split()[0] if text.strip() else ""
+            out.append(word if word in ("A", "B", "Tie") else "unparsable")
+    return out
+
+
+def bench_scoring(cfg: Any, n_items: int, n_text_pairs: int) -> dict:
+    """Ordered pairs/s: one forward per batch (the R-Scorer's way) vs generated text."""
+    from models.scorer import PAIRWISE, VERDICTS, _items_rows, verdict_probs
+
+    model, tok, items = _judge_inputs(cfg, n_items)
+    _, rows = _items_rows(tok, items, cfg.scorer, PAIRWISE)
+    t = time.perf_counter()
+    probs = verdict_probs(model, tok, rows, VERDICTS[PAIRWISE], cfg.scorer.batch_size)
+    fwd = len(rows) / (time.perf_counter() - t)
+    sub = rows[:n_text_pairs]
+    t = time.perf_counter()
+    per_pair = _generate_verdicts(model, tok, sub, 1)
+    gen1 = len(sub) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    batched = _generate_verdicts(model, tok, sub, cfg.scorer.batch_size)
+    genb = len(sub) / (time.perf_counter() - t)
+    argmax = [VERDICTS[PAIRWISE][i] for i in probs[:len(sub)].argmax(1).tolist()]
+    return {"ordered_pairs": len(rows), "forward_pairs_per_s": round(fwd, 1),
+            "generate_per_pair_pairs_per_s": round(gen1, 1),
+            "generate_batched_pairs_per_s": round(genb, 1),
+            "speedup_vs_generate_per_pair": round(fwd / gen1, 1),
+            "speedup_vs_generate_batched": round(fwd / genb, 1),
+            "text_verdict_agrees_with_argmax": sum(a == b for a, b in zip(argmax, per_pair)) / len(sub),
+            "text_unparsable": sum(v == "unparsable" for v in batched) / len(sub)}
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def memory_step(kind: str, config: str, overrides: list[str], steps: int, batch: int) -> dict:
+    """Peak RSS of `steps` SFT or DPO steps at batch `batch` on the rationale pairs, this process."""
+    import tempfile
+
+    from data.config import load_config
+    from data.shapes import generate
+    from models.bootstrap import resolve_base
+    from models.policy import build_policy
+
+    cfg = load_config(config, overrides)
+    torch.set_num_threads(1)
+    model, processor = build_policy(resolve_base(cfg.model.base), [], device="cpu")
+    recs = generate("rationale", steps * batch, cfg.data, cfg.seed)
+    before = _peak_rss_mb()
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+    t = time.perf_counter()
+    if kind == "sft":
+        from models.sft import train_rationale_sft
+
+        sc = cfg.rationale_sft.model_copy(update={"max_steps": steps, "batch_size": batch})
+        train_rationale_sft(model, processor, recs, sc, out, cfg.seed)
+    else:
+        from models.dpo import train_dpo
+
+        pairs = [{"prompt_id": r["id"], "question": r["question"], "image": r["image"],
+                  "chosen": r["response"], "rejected": r["rationale"] + " Answer: none.",
+                  "weight": 1.0} for r in recs]
+        dc = cfg.dpo.model_copy(update={"max_steps": steps, "batch_size": batch})
+        train_dpo(model, processor, pairs, dc, out, cfg.seed)
+    return {"kind": kind, "steps": steps, "batch": batch, "seconds": round(time.perf_counter() - t, 1),
+            "peak_rss_mb_before_training": round(before, 1), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+
+
+def bench_memory(config: str, steps: int = 6, batch: int = 8) -> dict:
+    """DPO vs SFT peak RSS, each in a fresh process (ru_maxrss is per process)."""
+    res = {}
+    for kind in ("sft", "dpo"):
+        cmd = [sys.executable, "-m", "bench.perf", "memory", kind, "--config", config,
+               "--steps", str(steps), "--batch", str(batch)]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"memory benchmark {kind} failed:\n{p.stderr[-2000:]}")
+        res[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+    res["dpo_over_sft"] = round(res["dpo"]["peak_rss_mb"] / res["sft"]["peak_rss_mb"], 3)
+    grow = lambda r: r["peak_rss_mb"] - r["peak_rss_mb_before_training"]  # noqa: E731
+    res["dpo_over_sft_training_growth"] = round(grow(res["dpo"]) / max(grow(res["sft"]), 1e-9), 3)
+    return res
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def scale_point(config: str, overrides: list[str], chain: list[str], n_prompts: int) -> dict:
+    """One iteration's search -> score -> curate -> DPO on `n_prompts` pool prompts, timed
+    per stage, in this process (peak RSS is this process's)."""
+    import tempfile
+
+    from data.config import load_config
+    from data.curation import curate
+    from data.judging import judge_items, oracle_pairs
+    from models.dpo import train_dpo
+    from models.judge_bootstrap import judge_path
+    from models.scorer import load_judge, score_pairs
+    from models.search import search_candidates
+
+    cfg = load_config(config, overrides)
+    torch.set_num_threads(1)
+    model, processor = _policy(cfg, chain[:1])
+    items = _items(cfg, n_prompts)
+    sec: dict[str, float] = {}
+    t = time.perf_counter()
+    cands = search_candidates(model, processor, items, cfg.search, seed=cfg.seed)
+    sec["search"] = time.perf_counter() - t
+    by = {it["prompt_id"]: it["record"] for it in items}
+    for c in cands:
+        r = by[c["prompt_id"]]
+        c.update(gold=r["answer"], facts=r["facts"], reference=r["reference"], question=r["question"])
+    t = time.perf_counter()
+    if cfg.scorer.model == "oracle":
+        rows = oracle_pairs(judge_items(cands))
+    else:
+        judge, tok = load_judge(judge_path(cfg.scorer.model, cfg.scorer.mode), device=cfg.model.device)
+        rows = score_pairs(judge, tok, judge_items(cands), cfg.scorer)
+    sec["score"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cur = curate(cands, rows, cfg.curation)
+    sec["curate"] = time.perf_counter() - t
+    pairs = [{**p, "image": by[p["prompt_id"]]["image"]} for p in cur.pairs]
+    t = time.perf_counter()
+    if pairs:
+        train_dpo(model, processor, pairs, cfg.dpo, Path(tempfile.mkdtemp(prefix="bench-scale-")), cfg.seed)
+    sec["dpo"] = time.perf_counter() - t
+    return {"prompts": n_prompts, "candidates": len(cands), "pairs": len(pairs),
+            "seconds": {k: round(v, 1) for k, v in sec.items()},
+            "total_seconds": round(sum(sec.values()), 1), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+
+
+def bench_scale(config: str, overrides: list[str], chain: list[str], sizes: list[int]) -> dict:
+    """Each size in its own process; the growth exponent b of time ~ prompts^b per stage."""
+    import math
+
+    points = []
+    for n in sizes:
+        cmd = [sys.executable, "-m", "bench.perf", "scale", "--config", config, "--prompts", str(n),
+               "--chain", json.dumps(chain), *overrides]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"scale point {n} failed:\n{p.stderr[-2000:]}")
+        points.append(json.loads(p.stdout.strip().splitlines()[-1]))
+        print(f"  scale {n}: {points[-1]['total_seconds']}s, {points[-1]['peak_rss_mb']} MB", flush=True)
+
+    def slope(ys: list[float]) -> float:  # least squares on log-log
+        xs = [math.log(pt["prompts"]) for pt in points]
+        ys = [math.log(max(y, 1e-6)) for y in ys]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        den = sum((x - mx) ** 2 for x in xs)
+        return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else float("nan")
+
+    exps = {k: round(slope([pt["seconds"][k] for pt in points]), 2) for k in ("search", "score")}
+    exps["search+score"] = round(slope([pt["seconds"]["search"] + pt["seconds"]["score"] for pt in points]), 2)
+    exps["total"] = round(slope([pt["total_seconds"] for pt in points]), 2)
+    return {"points": points, "time_exponent": exps,
+            "memory_exponent": round(slope([pt["peak_rss_mb"] for pt in points]), 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Subprocess entry points: `memory sft|dpo` and `scale` print one JSON line."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="bench subprocesses")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("memory")
+    m.add_argument("kind", choices=["sft", "dpo"])
+    s = sub.add_parser("scale")
+    s.add_argument("--prompts", type=int, required=True)
+    s.add_argument("--chain", required=True, help="JSON list of stage folders (adapter chain)")
+    for p in (m, s):
+        p.add_argument("--config", default="configs/builtin.yaml")
+        p.add_argument("overrides", nargs="*")
+    m.add_argument("--steps", type=int, default=6)
+    m.add_argument("--batch", type=int, default=8)
+    a = ap.parse_args(argv)
+    if a.cmd == "memory":
+        res = memory_step(a.kind, a.config, a.overrides, a.steps, a.batch)
+    else:
+        res = scale_point(a.config, a.overrides, json.loads(a.chain), a.prompts)
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
