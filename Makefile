@@ -56,9 +56,19 @@ lint: $(STAMP)
 bootstrap: $(STAMP)
 	$(PY) -m models.bootstrap --config configs/builtin.yaml
 
-# the committed tiny R-Scorer (models/builtin/judge): ~45 min on 2 cores
+# the committed tiny R-Scorers (models/builtin/judge, judge-pointwise): ~75 min on 2 cores.
+# Phase 1 from scratch; phase 2 adds 3,000 colour-question records (the family phase 1 left
+# at chance); the pointwise ablation's judge is phase 2 + 600 steps on pointwise items too.
+JUDGE_TMP ?= /tmp/src-judge
 bootstrap-judge: $(STAMP)
-	$(PY) -m models.judge_bootstrap --config configs/builtin.yaml --n-heldout 300 --eval-every 500
+	$(PY) -m models.judge_bootstrap --config configs/builtin.yaml scorer.train_steps=2000 \
+	    scorer.learning_rate=3e-3 --n-heldout 300 --eval-every 500 --out $(JUDGE_TMP)/phase1
+	$(PY) -m models.judge_bootstrap --config configs/builtin.yaml scorer.train_steps=2000 \
+	    scorer.learning_rate=2e-3 --init $(JUDGE_TMP)/phase1 --focus color_of:3000 \
+	    --n-heldout 300 --eval-every 500 --out models/builtin/judge
+	$(PY) -m models.judge_bootstrap --config configs/builtin.yaml scorer.mode=pointwise \
+	    scorer.train_steps=600 scorer.learning_rate=2e-3 --init models/builtin/judge \
+	    --n-heldout 300 --out models/builtin/judge-pointwise
 
 clean:
 	rm -rf $(VENV) .src

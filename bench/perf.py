@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+_VERDICT_TEXT = re.compile(r"\s*(Tie|A|B)(?![a-z])")
 
 
 def _policy(cfg: Any, chain: list[str]) -> tuple[Any, Any]:
@@ -74,8 +76,8 @@ def _generate_verdicts(model: Any, tok: Any, rows: list[list[int]], batch: int) 
         enc = pad_left(rows[s:s + batch], _pad_id(tok), model.device)
         gen = model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=_pad_id(tok))
         for text in tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True):
-            word = text.strip().split()[0] if text.strip() else ""
-            out.append(word if word in ("A", "B", "Tie") else "unparsable")
+            m = _VERDICT_TEXT.match(text)  # ' TieGold answer' -> Tie; ' Answer' -> unparsable
+            out.append(m.group(1) if m else "unparsable")
     return out
 
 
