@@ -309,6 +309,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from data.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # fail fast, before Prefect starts
+    from flows.preflight import check_services
+
+    check_services(cfg.tracking.tracking_uri)
     if cfg.runtime.num_threads:
         import torch
 

@@ -1,0 +1,50 @@
+"""Before any compute: are the servers the run will talk to there? One line if not.
+
+A run with `MLFLOW_TRACKING_URI` (or `tracking.tracking_uri`) or `PREFECT_API_URL` pointing at
+a server that does not answer would otherwise hang in client retries and fail minutes later
+with a long traceback. Local stores (SQLite, a folder) and the ephemeral Prefect server need
+nothing running and are not probed.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+
+
+class ServiceUnavailable(ValueError):
+    """A configured server does not answer (a ValueError: the CLI prints one line, exit 2)."""
+
+
+def _reachable(url: str, timeout: float) -> str | None:
+    """None when `url` answers (any HTTP status), else why not."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (urllib.error.URLError, OSError) as e:
+        return str(getattr(e, "reason", e))
+
+
+def check_services(tracking_uri: str | None = None, prefect_api: str | None = None,
+                   timeout: float = 3.0) -> None:
+    """Raise `ServiceUnavailable` naming the URI and how to start it, for the first server
+    (MLflow, then Prefect) that is configured over HTTP and does not answer its health check."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        why = _reachable(uri.rstrip("/") + "/health", timeout)
+        if why is not None:
+            raise ServiceUnavailable(
+                f"MLflow tracking server {uri} is not reachable ({why}): start it with `src up` "
+                "(or `mlflow server --host 127.0.0.1 --port 5000`), or unset MLFLOW_TRACKING_URI "
+                "to track in the local SQLite store")
+    api = prefect_api if prefect_api is not None else os.environ.get("PREFECT_API_URL", "")
+    if api.startswith(("http://", "https://")):
+        why = _reachable(api.rstrip("/") + "/health", timeout)
+        if why is not None:
+            raise ServiceUnavailable(
+                f"Prefect API {api} is not reachable ({why}): start it with `src up` (or "
+                "`prefect server start --host 127.0.0.1`), or unset PREFECT_API_URL to run "
+                "with a temporary in-process server")

@@ -1,0 +1,58 @@
+"""A run whose MLflow or Prefect server is down says so in one line, before any compute.
+
+Run: .venv/bin/python -m pytest -q tests/unit/test_preflight.py
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.preflight import ServiceUnavailable, check_services
+from tests.conftest import run_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_server_that_answers_passes_one_that_does_not_is_named():
+    srv = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # 501s
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        up = f"http://127.0.0.1:{srv.server_address[1]}"
+        check_services(up, up)  # any HTTP answer counts as reachable
+        dead = f"http://127.0.0.1:{_free_port()}"
+        with pytest.raises(ServiceUnavailable, match=rf"MLflow tracking server {dead} .*src up"):
+            check_services(dead, up)
+        with pytest.raises(ServiceUnavailable, match=rf"Prefect API {dead}/api .*src up"):
+            check_services(up, dead + "/api")
+    finally:
+        srv.shutdown()
+    check_services("sqlite:///x.db", "")  # local stores need no server
+
+
+@pytest.mark.parametrize("var", ["MLFLOW_TRACKING_URI", "PREFECT_API_URL"])
+def test_src_run_with_a_server_down_fails_in_one_line_before_compute(var, tmp_path):
+    dead = f"http://127.0.0.1:{_free_port()}" + ("/api" if var == "PREFECT_API_URL" else "")
+    env = {**run_env(tmp_path / "state"), var: dead}
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and dead in err[0] and "not reachable" in err[0] and "src up" in err[0]
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "state" / "stages").exists()  # nothing was computed
+    assert time.time() - t0 < 60
