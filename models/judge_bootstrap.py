@@ -101,9 +101,10 @@ def train_and_save(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig,
     return metrics
 
 
-def training_records(cfg: SRCConfig, records: list[dict]) -> list[dict]:
-    """Labelled pairs (and, in pointwise mode, pointwise items) of the scorer split."""
-    train = pair_records(records, cfg.seed)
+def training_records(cfg: SRCConfig, records: list[dict], flaw_pairs: int = 2) -> list[dict]:
+    """Labelled pairs (and, in pointwise mode, pointwise items) of the scorer split;
+    `flaw_pairs` flaw-vs-flaw pairs per record (`data.perturb.pair_records`)."""
+    train = pair_records(records, cfg.seed, flaw_pairs=flaw_pairs)
     if cfg.scorer.mode == "pointwise":
         train += point_records(records, cfg.seed)
     return train
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--focus", default="", metavar="FAMILY:N",
                     help="add N more scorer-split records of one question family (a family the "
                     "judge lags on), drawn after the first scorer.n_train_items")
+    ap.add_argument("--flaw-pairs", type=int, default=2,
+                    help="flaw-vs-flaw pairs per record (up to 6; e.g. misled vs unreasonable)")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if args.threads:
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     recs = generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed)
     if args.focus:
         recs += focus_records(cfg, *_parse_focus(args.focus, cfg))
-    train = training_records(cfg, recs)
+    train = training_records(cfg, recs, args.flaw_pairs)
     held = candidate_items(generate("eval", args.n_heldout, cfg.data, cfg.seed), cfg.seed)
     print(f"{len(train)} training records, {len(held)} held-out items; {cfg.scorer}", flush=True)
     if args.init:
