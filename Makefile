@@ -56,19 +56,22 @@ lint: $(STAMP)
 bootstrap: $(STAMP)
 	$(PY) -m models.bootstrap --config configs/builtin.yaml
 
-# the committed tiny R-Scorers (models/builtin/judge, judge-pointwise): ~75 min on 2 cores.
-# Phase 1 from scratch; phase 2 adds 3,000 colour-question records (the family phase 1 left
-# at chance); the pointwise ablation's judge is phase 2 + 600 steps on pointwise items too.
+# the committed tiny R-Scorers (models/builtin/judge, judge-pointwise): ~80 min on 2 cores.
+# Phase 1 from scratch; phase 2 adds 3,000 colour-question records (phase 1 left that family
+# at chance); phases 3-4 add flaw-vs-flaw pairs (misled vs unreasonable was the weakest pair).
+# The pointwise ablation's judge is phase 3 + 600 steps on pointwise items too.
 JUDGE_TMP ?= /tmp/src-judge
+JB := $(PY) -m models.judge_bootstrap --config configs/builtin.yaml --n-heldout 300
 bootstrap-judge: $(STAMP)
-	$(PY) -m models.judge_bootstrap --config configs/builtin.yaml scorer.train_steps=2000 \
-	    scorer.learning_rate=3e-3 --n-heldout 300 --eval-every 500 --out $(JUDGE_TMP)/phase1
-	$(PY) -m models.judge_bootstrap --config configs/builtin.yaml scorer.train_steps=2000 \
-	    scorer.learning_rate=2e-3 --init $(JUDGE_TMP)/phase1 --focus color_of:3000 \
-	    --n-heldout 300 --eval-every 500 --out models/builtin/judge
-	$(PY) -m models.judge_bootstrap --config configs/builtin.yaml scorer.mode=pointwise \
-	    scorer.train_steps=600 scorer.learning_rate=2e-3 --init models/builtin/judge \
-	    --n-heldout 300 --out models/builtin/judge-pointwise
+	$(JB) scorer.train_steps=2000 scorer.learning_rate=3e-3 --eval-every 500 --out $(JUDGE_TMP)/phase1
+	$(JB) scorer.train_steps=2000 scorer.learning_rate=2e-3 --init $(JUDGE_TMP)/phase1 \
+	    --focus color_of:3000 --eval-every 500 --out $(JUDGE_TMP)/phase2
+	$(JB) scorer.train_steps=1500 scorer.learning_rate=1.5e-3 --init $(JUDGE_TMP)/phase2 \
+	    --focus color_of:3000 --flaw-pairs 6 --eval-every 500 --out $(JUDGE_TMP)/phase3
+	$(JB) scorer.train_steps=800 scorer.learning_rate=1e-3 --init $(JUDGE_TMP)/phase3 \
+	    --focus color_of:3000 --flaw-pairs 6 --out models/builtin/judge
+	$(JB) scorer.mode=pointwise scorer.train_steps=600 scorer.learning_rate=2e-3 \
+	    --init $(JUDGE_TMP)/phase3 --flaw-pairs 6 --out models/builtin/judge-pointwise
 
 clean:
 	rm -rf $(VENV) .src

@@ -59,16 +59,23 @@ def run_pipeline(name: str, overrides: list[str], state: Path, out: Path, config
 
 
 def run_all(state: Path, out: Path, iterations: int, quick: bool, workers: int = 2,
-            config: str = "configs/builtin.yaml") -> dict[str, Any]:
+            config: str = "configs/builtin.yaml", alongside: Any = None) -> dict[str, Any]:
     """Main run first (it builds what the ablations share), its fully cached re-run, then the
-    ablations `workers` at a time (the store's per-key lock keeps shared stages single)."""
+    ablations `workers` at a time (the store's per-key lock keeps shared stages single).
+    `alongside()`, if given, runs in a thread next to the main run (which uses one core) and
+    its result is `runs["alongside"]`."""
     base = [f"iterate.iterations={iterations}", "tracking.experiment=src-bench"] + (QUICK if quick else [])
+    side = ThreadPoolExecutor(max_workers=1)
+    side_job = side.submit(alongside) if alongside else None
     runs = {"main": run_pipeline("main", base, state, out, config)}
     runs["main_cached"] = run_pipeline("main_cached", base, state, out, config)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futs = {n: pool.submit(run_pipeline, n, base + o, state, out, config) for n, o in ABLATIONS.items()}
         for n, f in futs.items():
             runs[n] = f.result()
+    if side_job is not None:
+        runs["alongside"] = side_job.result()
+    side.shutdown()
     return runs
 
 
