@@ -374,12 +374,9 @@ def onpolicy_agreement(rows: Sequence[dict], cands: Sequence[dict]) -> dict[str,
     """
     if not rows or any(c.get("facts") is None for c in cands):
         return {}
-    by_prompt: dict[Any, list[dict]] = {}
-    for c in cands:
-        by_prompt.setdefault(c["prompt_id"], []).append(c)
-    items = [{"prompt_id": pid, "cand_idx": [c["cand_idx"] for c in cs],
-              "qualities": [score_shapes(c["text"], c["facts"], c["gold"]).quality for c in cs]}
-             for pid, cs in by_prompt.items()]
+    from data.judging import exact_qualities, judge_items
+
+    items = [{**it, "qualities": exact_qualities(it)} for it in judge_items(cands)]
     a = agreement(rows, items)
     return {"onpolicy_agreement": a["judge/agreement"],
             "onpolicy_decisive_pairs": a["judge/n_decisive_pairs"]}

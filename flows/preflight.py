@@ -32,19 +32,18 @@ def check_services(tracking_uri: str | None = None, prefect_api: str | None = No
                    timeout: float = 3.0) -> None:
     """Raise `ServiceUnavailable` naming the URI and how to start it, for the first server
     (MLflow, then Prefect) that is configured over HTTP and does not answer its health check."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if uri.startswith(("http://", "https://")):
+    servers = [
+        ("MLflow tracking server", tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""),
+         "`mlflow server --host 127.0.0.1 --port 5000`", "unset MLFLOW_TRACKING_URI to track in "
+         "the local SQLite store"),
+        ("Prefect API", prefect_api if prefect_api is not None else os.environ.get("PREFECT_API_URL", ""),
+         "`prefect server start --host 127.0.0.1`", "unset PREFECT_API_URL to run with a "
+         "temporary in-process server"),
+    ]
+    for name, uri, start, local in servers:
+        if not uri.startswith(("http://", "https://")):
+            continue
         why = _reachable(uri.rstrip("/") + "/health", timeout)
         if why is not None:
-            raise ServiceUnavailable(
-                f"MLflow tracking server {uri} is not reachable ({why}): start it with `src up` "
-                "(or `mlflow server --host 127.0.0.1 --port 5000`), or unset MLFLOW_TRACKING_URI "
-                "to track in the local SQLite store")
-    api = prefect_api if prefect_api is not None else os.environ.get("PREFECT_API_URL", "")
-    if api.startswith(("http://", "https://")):
-        why = _reachable(api.rstrip("/") + "/health", timeout)
-        if why is not None:
-            raise ServiceUnavailable(
-                f"Prefect API {api} is not reachable ({why}): start it with `src up` (or "
-                "`prefect server start --host 127.0.0.1`), or unset PREFECT_API_URL to run "
-                "with a temporary in-process server")
+            raise ServiceUnavailable(f"{name} {uri} is not reachable ({why}): start it with "
+                                     f"`src up` (or {start}), or {local}")
