@@ -36,8 +36,29 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class FilesConfig(Section):
+    """`data.world=files`: your own tables (JSONL / parquet / CSV), one per split."""
+
+    rationale: str | None = Field(None, description="table of questions with gold rationales (stage 1)")
+    pool: str | None = Field(None, description="table of calibration prompts (stages 2-5)")
+    eval: str | None = Field(None, description="table of held-out questions")
+    scorer: str | None = Field(None, description="items to train the R-Scorer on; default: rationale")
+    image_dir: str | None = Field(None, description="folder of relative image paths; default: the table's")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="our field -> your column, e.g. {id: question_id, image: path}"
+    )
+    max_image_bytes: int = Field(64 << 20, ge=1, description="larger image files are rejected rows")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="larger images are rejected rows")
+
+
 class DataConfig(Section):
-    world: Literal["shapes"] = Field("shapes", description="built-in dataset to generate")
+    world: Literal["shapes", "files"] = Field(
+        "shapes", description="'shapes': the built-in world; 'files': data.files tables"
+    )
+    files: FilesConfig = Field(default_factory=FilesConfig)
+    max_reject_frac: float = Field(
+        0.05, ge=0.0, le=1.0, description="stop before any model work above this share of bad rows"
+    )
     image_size: int = Field(64, ge=16, le=1024, description="image side in pixels")
     grid: int = Field(3, ge=2, le=8, description="the scene is a grid x grid board")
     min_objects: int = Field(2, ge=1, description="fewest objects in a scene")
@@ -47,9 +68,9 @@ class DataConfig(Section):
         description="question families to generate",
     )
     n_pretrain: int = Field(60000, ge=0, description="short-answer questions for the base model")
-    n_rationale: int = Field(4000, ge=0, description="questions with gold rationales (stage 1)")
-    n_pool: int = Field(6000, ge=0, description="calibration pool (stages 2-5)")
-    n_eval: int = Field(1000, ge=0, description="held-out evaluation questions")
+    n_rationale: int = Field(4000, ge=0, description="questions with gold rationales (stage 1); files: at most")
+    n_pool: int = Field(6000, ge=0, description="calibration pool (stages 2-5); files: at most")
+    n_eval: int = Field(1000, ge=0, description="held-out evaluation questions; files: at most")
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -61,6 +82,16 @@ class DataConfig(Section):
             raise ValueError(
                 f"max_objects ({self.max_objects}) does not fit a {self.grid}x{self.grid} grid"
             )
+        if self.world == "files":
+            missing = [k for k in ("rationale", "pool", "eval") if not getattr(self.files, k)]
+            if missing:
+                raise ValueError(f"data.world='files' needs data.files.{missing[0]} (a table path)")
+            for k in ("rationale", "pool", "eval", "scorer"):
+                v = getattr(self.files, k)
+                if v and not Path(v).is_file():
+                    raise ValueError(f"data.files.{k}: {v!r} does not exist")
+            if self.files.image_dir and not Path(self.files.image_dir).is_dir():
+                raise ValueError(f"data.files.image_dir: {self.files.image_dir!r} is not a folder")
         known = {"count_color", "count_shape", "color_of", "exists", "left_right"}
         bad = [f for f in self.families if f not in known]
         if bad or not self.families:

@@ -9,6 +9,7 @@ Per iteration t, one child run tagged `src.role=iteration`, `src.iteration=<t>` 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -27,8 +28,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def base_ref(name: str) -> dict:
-    """Reference to the base model: a local folder hashed by content, or a hub id by name."""
+def base_ref(name: str, field: str = "model.base") -> dict:
+    """Reference to the base model: a local folder hashed by content, or a hub id by name.
+
+    Raises:
+        ValueError: naming `field`, for a path that is not a model folder, or (offline) a hub
+            id that is not in the local cache.
+    """
     from models.bootstrap import resolve_base
 
     path = resolve_base(name)
@@ -36,8 +42,14 @@ def base_ref(name: str) -> dict:
     if p.is_dir():
         files = {str(f.relative_to(p)): file_digest(f) for f in sorted(p.rglob("*")) if f.is_file()}
         return {"path": str(p.resolve()), "digest": digest(files), "stage": "base", "key": "", "meta": {}}
-    if p.exists() or name.startswith((".", "/")):
-        raise ValueError(f"model.base: {name!r} is not a model folder")
+    if p.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ValueError(f"{field}: {name!r} is not a model folder")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":  # a hub id must already be in the local cache
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise ValueError(f"{field}: {name!r} is neither a local model folder nor a hub id in the "
+                             "local Hugging Face cache (HF_HUB_OFFLINE=1: nothing is downloaded)")
     return {"path": name, "digest": digest({"hub_id": name}), "stage": "base", "key": "", "meta": {}}
 
 
@@ -50,7 +62,7 @@ def judge_ref(name: str, template: str = "full", mode: str = "pairwise") -> dict
     """
     from models.judge_bootstrap import check_template, judge_info, judge_path
 
-    ref = base_ref(judge_path(name, mode))
+    ref = base_ref(judge_path(name, mode), "scorer.model")
     folder = Path(ref["path"])
     info, meta = {}, {}
     if folder.is_dir():

@@ -190,7 +190,8 @@ def _reevaluate(cfg: SRCConfig, spec: str, tracker: Any) -> Score:
     c = cfg.model_dump(mode="json")
     base = base_ref(cfg.model.base)
     w = world.world_task(key=_key(world, cfg, {"data": cfg.data,
-                                               "n_scorer": cfg.scorer.n_train_items}, {}), cfg=c)
+                                               "n_scorer": cfg.scorer.n_train_items},
+                                        world.source_files(c)), cfg=c)
     chain = resolve_start(spec, tracker)["chain"]
     ev = evaluate.eval_task(
         key=_key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},

@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 
 from data.config import SRCConfig, digest, dump_config, load_config, stage_signature
 from data.metrics import format_table
+from data.validate import DataError
 from flows.layout import (
     base_ref,
     judge_ref,
@@ -105,7 +106,16 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     results: list[dict] = []
     try:
         base = base_ref(cfg.model.base)
-        w = run(world.world_task, world, _key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, {}), cfg=c)
+        wkey = _key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, world.source_files(c))
+        try:
+            w = run(world.world_task, world, wkey, cfg=c)
+        except DataError:  # too many bad rows: the report is the run's artifact, then stop
+            report = world.failed_report(wkey)
+            if report.is_file():
+                tracker.log_artifact(parent, report, "data")
+            raise
+        tracker.log_artifact(parent, Path(w["path"]) / world.REJECTED, "data")
+        tracker.log_metrics(parent, {f"data/rejected_{k}": v for k, v in w["meta"].get("rejected", {}).items()})
         # the base model before any SRC stage (short answers): the reference row of every table
         eb = run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
                                                      {"base": base["digest"], "chain": [], "world": w["digest"]}),

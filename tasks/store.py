@@ -29,7 +29,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
 # Reports (timings, training curves) are verified like any file but left out of the content
 # digest: two runs that produce the same data have the same digest, so downstream keys agree.
-REPORTS = ("metrics.json",)
+REPORTS = ("metrics.json", "rejected_rows.parquet")
 
 
 def state_dir() -> Path:
