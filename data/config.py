@@ -129,6 +129,8 @@ class RationaleSFTConfig(Section):
     max_steps: int = Field(300, ge=1, description="optimizer steps")
     batch_size: int = Field(16, ge=1, description="examples per step (changes the result)")
     max_examples: int = Field(0, ge=0, description="cap on training examples; 0 = all")
+    save_steps: int = runtime(50, "checkpoint every N steps: a killed training resumes from the "
+                              "last checkpoint; 0 = never", ge=0)
     source: Literal["dataset", "teacher"] = Field(
         "dataset", description="rationales shipped with the data, or written by `teacher`"
     )
@@ -159,6 +161,8 @@ class SearchConfig(Section):
     max_sentences: int = Field(8, ge=1, description="give up on a beam after this many sentences")
     max_sentence_tokens: int = Field(32, ge=1, description="tokens per sentence step at most")
     batch_size: int = runtime(64, "sequences per forward pass")
+    shard_size: int = runtime(64, "prompts per checkpointed shard: a killed search resumes "
+                              "from its last finished shard", ge=1)
 
 
 class ScorerConfig(Section):
@@ -205,6 +209,8 @@ class DPOConfig(Section):
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate")
     max_steps: int = Field(100, ge=1, description="optimizer steps per iteration")
     batch_size: int = Field(8, ge=1, description="pairs per step (changes the result)")
+    save_steps: int = runtime(50, "checkpoint every N steps: a killed training resumes from the "
+                              "last checkpoint; 0 = never", ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "DPOConfig":

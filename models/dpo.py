@@ -244,6 +244,7 @@ def train_dpo(
     gradient_checkpointing: bool = False,
     disable_tqdm: bool = True,
     merge: bool = True,
+    checkpoint_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """One SRC iteration of (weighted) LoRA DPO on pi_{t-1}; the adapter is saved to `out_dir`.
 
@@ -259,6 +260,8 @@ def train_dpo(
         gradient_checkpointing: `ModelConfig.gradient_checkpointing` (off: TRL's default is on).
         disable_tqdm: hide the Trainer's progress bar.
         merge: merge the adapter into `model` after saving it (the pipeline always does).
+        checkpoint_dir: with `cfg.save_steps > 0`, the Trainer checkpoints there every
+            `save_steps` steps, and a call with the same folder resumes from the last one.
 
     Returns:
         For each of `loss`, `rewards/margins`, `rewards/accuracies`, `rewards/chosen`,
@@ -278,14 +281,15 @@ def train_dpo(
     dataset = dpo_dataset(pairs, with_weights=cfg.use_pair_weights)
     out = Path(out_dir)
     args = TRLDPOConfig(
-        output_dir=str(out),
+        output_dir=str(checkpoint_dir or out),
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         beta=cfg.beta,
         loss_type=list(cfg.loss_type),
         loss_weights=list(cfg.loss_weights) if cfg.loss_weights is not None else None,
-        **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm),
+        **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm, checkpoint_dir,
+                           cfg.save_steps),
     )
     trainer = WeightedDPOTrainer(
         model=model,

@@ -24,6 +24,7 @@ and `finish_adapter` (save, merge, clean up).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +44,7 @@ from models.factory import language_model_lora_targets, load_lvlm
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 BASE_INFO_FILE = "base_model.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # never adapter_model.bin: unpickling can run code
 
 
 # --------------------------------------------------------------------------- building pi_t
@@ -126,15 +127,13 @@ def check_adapter_fits(base_model: torch.nn.Module, adapter_dir: str | Path) -> 
 
 
 def _adapter_shapes(path: Path) -> dict[str, torch.Size]:
-    """LoRA tensor name -> shape, read from the adapter weights file."""
-    for name in ADAPTER_WEIGHTS:
-        file = path / name
-        if file.is_file():
-            tensors = load_file(str(file)) if name.endswith(".safetensors") else torch.load(
-                file, map_location="cpu", weights_only=True
-            )
-            return {k: v.shape for k, v in tensors.items() if ".lora_" in k}
-    raise ValueError(f"adapter {str(path)!r}: no {' or '.join(ADAPTER_WEIGHTS)}")
+    """LoRA tensor name -> shape, read from the adapter's safetensors file."""
+    file = path / ADAPTER_WEIGHTS
+    if not file.is_file():
+        pickled = " (adapter_model.bin is not read: convert it to safetensors)" if (
+            path / "adapter_model.bin").is_file() else ""
+        raise ValueError(f"adapter {str(path)!r}: no {ADAPTER_WEIGHTS}{pickled}")
+    return {k: v.shape for k, v in load_file(str(file)).items() if ".lora_" in k}
 
 
 # --------------------------------------------------------------------------- training plumbing
@@ -166,7 +165,8 @@ def peft_lora_config(model: torch.nn.Module, cfg: LoraConfig) -> PeftLoraConfig:
 
 
 def trainer_defaults(
-    model: torch.nn.Module, seed: int, gradient_checkpointing: bool, disable_tqdm: bool
+    model: torch.nn.Module, seed: int, gradient_checkpointing: bool, disable_tqdm: bool,
+    checkpoint_dir: str | Path | None = None, save_steps: int = 0,
 ) -> dict[str, Any]:
     """TRL/Trainer arguments every stage shares; they undo TRL defaults that hurt here.
 
@@ -174,15 +174,18 @@ def trainer_defaults(
     a tiny model) and to `bf16=True` autocast whenever fp16 is off, also on CPU. transformers 5
     renamed the flag `activation_checkpointing` and copies TRL's old-name default into it unless
     the new name is set, so we set the new name: checkpointing only when asked; bf16 autocast
-    only for a bf16 model. No reporting integrations, no checkpoints, a log line (and a
-    progress call) every step.
+    only for a bf16 model. No reporting integrations, a log line (and a progress call) every
+    step; checkpoints (weights, optimizer, scheduler, RNG) every `save_steps` into
+    `checkpoint_dir` only when both are given: `run_trainer` resumes from the last one.
     """
     param = next(model.parameters())
+    ckpt = {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1} if (
+        checkpoint_dir and save_steps > 0) else {"save_strategy": "no"}
     return {
+        **ckpt,
         "seed": seed,
         "data_seed": seed,
         "report_to": [],
-        "save_strategy": "no",
         "logging_strategy": "steps",
         "logging_steps": 1,
         "disable_tqdm": disable_tqdm,
@@ -204,15 +207,35 @@ class ProgressReporter(TrainerCallback):
         self.progress(int(state.global_step), int(state.max_steps), dict(logs or {}))
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest `checkpoint-<step>` in `folder` that a kill did not cut short, else None.
+
+    The Trainer writes `trainer_state.json` last (after weights, optimizer, scheduler and RNG
+    states), so a checkpoint whose state file parses is complete; incomplete ones are removed.
+    """
+    found = sorted(((int(p.name.rpartition("-")[2]), p) for p in folder.glob("checkpoint-*")
+                    if p.is_dir() and p.name.rpartition("-")[2].isdigit()), reverse=True)
+    for _, path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            shutil.rmtree(path, ignore_errors=True)  # killed while it was being written
+    return None
+
+
 def run_trainer(trainer: Any) -> tuple[float, list[dict[str, Any]]]:
-    """`trainer.train()`; returns wall seconds and the per-step log entries (those with a loss).
+    """`trainer.train()`, from the last checkpoint in `output_dir` if checkpoints are on;
+    returns wall seconds and the per-step log entries (those with a loss).
 
     The Trainer prints every log dict to stdout when its bar is off (`PrinterCallback`); our
     progress callback is the channel for those, so the printer is removed.
     """
     trainer.remove_callback(PrinterCallback)
+    resume = (last_complete_checkpoint(Path(trainer.args.output_dir))
+              if trainer.args.save_strategy != "no" else None)
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)  # a killed stage goes on from its last checkpoint
     seconds = time.perf_counter() - start
     steps = [e for e in trainer.state.log_history if "loss" in e and "train_runtime" not in e]
     return seconds, steps

@@ -94,6 +94,7 @@ def train_rationale_sft(
     gradient_checkpointing: bool = False,
     disable_tqdm: bool = True,
     merge: bool = True,
+    checkpoint_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """LoRA SFT of `model` on gold rationale responses; adapter saved to `out_dir`.
 
@@ -108,6 +109,8 @@ def train_rationale_sft(
         gradient_checkpointing: `ModelConfig.gradient_checkpointing` (off: TRL's default is on).
         disable_tqdm: hide the Trainer's progress bar.
         merge: merge the adapter into `model` after saving it (the pipeline always does).
+        checkpoint_dir: with `cfg.save_steps > 0`, the Trainer checkpoints there every
+            `save_steps` steps, and a call with the same folder resumes from the last one.
 
     Returns:
         `loss_first`, `loss_last` (single logged steps), `loss_tail` (mean of the last 10% of
@@ -116,12 +119,13 @@ def train_rationale_sft(
     dataset = sft_dataset(records, cfg.max_examples)
     out = Path(out_dir)
     args = SFTConfig(
-        output_dir=str(out),
+        output_dir=str(checkpoint_dir or out),
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         completion_only_loss=True,  # loss on the response, never on the question
-        **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm),
+        **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm, checkpoint_dir,
+                           cfg.save_steps),
     )
     trainer = SFTTrainer(
         model=model,

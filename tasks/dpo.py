@@ -6,13 +6,13 @@ from pathlib import Path
 
 from data.records import read_records
 from tasks.common import config_of, load_policy, progress_logger, stage_task
-from tasks.store import produce, write_json
+from tasks.store import drop_partial, partial_dir, produce, write_json
 
 STAGE, VERSION = "dpo", 1
 
 
 def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world: dict,
-              out: Path) -> dict:
+              out: Path, key: str = "") -> dict:
     from models.dpo import train_dpo
 
     cfg = config_of(cfg_dict)
@@ -25,11 +25,14 @@ def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world:
         write_json(out / "metrics.json", {"skipped": "curation kept no preference pairs"})
         return {"skipped": True, "metrics": {}}
     metrics = train_dpo(model, processor, prefs, cfg.dpo, out / "adapter", cfg.seed,
-                        progress_logger("dpo"), gradient_checkpointing=cfg.model.gradient_checkpointing)
+                        progress_logger("dpo"), gradient_checkpointing=cfg.model.gradient_checkpointing,
+                        checkpoint_dir=partial_dir(STAGE, key) if key else None)
     write_json(out / "metrics.json", metrics)
     return {"metrics": metrics}
 
 
 @stage_task("dpo", retries=1)
 def dpo_task(key: str, cfg: dict, base: dict, chain: list[dict], pairs: dict, world: dict) -> dict:
-    return produce(STAGE, key, lambda out: build_dpo(cfg, base, chain, pairs, world, out))
+    ref = produce(STAGE, key, lambda out: build_dpo(cfg, base, chain, pairs, world, out, key))
+    drop_partial(STAGE, key)  # the Trainer checkpoints are not needed once the adapter is in place
+    return ref

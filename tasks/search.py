@@ -6,7 +6,7 @@ from pathlib import Path
 
 from data.records import read_records, write_records
 from tasks.common import config_of, load_policy, progress_logger, stage_task
-from tasks.store import produce
+from tasks.store import drop_partial, produce, sharded
 
 STAGE, VERSION = "search", 1
 
@@ -18,7 +18,7 @@ def pool_slice(n_pool: int, per_iteration: int, iteration: int) -> tuple[int, in
 
 
 def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, iteration: int,
-                 out: Path) -> dict:
+                 out: Path, key: str = "") -> dict:
     from models.search import search_candidates
     from models.sft import as_image
 
@@ -29,8 +29,14 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
     rows = [pool[i % len(pool)] for i in range(lo, hi)]
     items = [{"prompt_id": r["id"], "image": as_image(r["image"], r["id"]), "question": r["question"]}
              for r in rows]
-    cands = search_candidates(model, processor, items, cfg.search, seed=cfg.seed * 1000 + iteration,
-                              progress=progress_logger("search"))
+    seed = cfg.seed * 1000 + iteration
+    # shards are checkpointed: a kill late in the search resumes from the last finished shard
+    # (the random streams are per prompt, so sharding does not change the candidates)
+    cands = sharded(STAGE, key, items, cfg.search.shard_size,
+                    lambda part, progress: search_candidates(model, processor, part, cfg.search, seed=seed,
+                                                             progress=progress),
+                    progress_logger("search")) if key else search_candidates(
+        model, processor, items, cfg.search, seed=seed, progress=progress_logger("search"))
     by_id = {r["id"]: r for r in rows}
     for c in cands:  # gold and the judge's reference travel with each candidate
         src = by_id[c["prompt_id"]]
@@ -42,4 +48,6 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
 
 @stage_task("search", retries=1)
 def search_task(key: str, cfg: dict, base: dict, chain: list[dict], world: dict, iteration: int) -> dict:
-    return produce(STAGE, key, lambda out: build_search(cfg, base, chain, world, iteration, out))
+    ref = produce(STAGE, key, lambda out: build_search(cfg, base, chain, world, iteration, out, key))
+    drop_partial(STAGE, key)
+    return ref

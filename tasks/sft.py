@@ -7,12 +7,12 @@ from pathlib import Path
 
 from data.records import read_records, write_records
 from tasks.common import config_of, load_policy, log, progress_logger, stage_task
-from tasks.store import produce, write_json
+from tasks.store import drop_partial, partial_dir, produce, write_json
 
 STAGE, VERSION = "rationale_sft", 1
 
 
-def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path) -> dict:
+def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "") -> dict:
     from models.sft import train_rationale_sft
 
     cfg = config_of(cfg_dict)
@@ -24,6 +24,7 @@ def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path) -> dict:
     metrics = train_rationale_sft(
         model, processor, records, cfg.rationale_sft, out / "adapter", cfg.seed,
         progress_logger("rationale_sft"), gradient_checkpointing=cfg.model.gradient_checkpointing,
+        checkpoint_dir=partial_dir(STAGE, key) if key else None,
     )
     metrics.update(teacher)
     write_json(out / "metrics.json", metrics)
@@ -51,4 +52,6 @@ def _teacher_rationales(cfg, records: list[dict], out: Path) -> tuple[list[dict]
 
 @stage_task("rationale_sft", retries=1)
 def sft_task(key: str, cfg: dict, base: dict, world: dict) -> dict:
-    return produce(STAGE, key, lambda out: build_sft(cfg, base, world, out))
+    ref = produce(STAGE, key, lambda out: build_sft(cfg, base, world, out, key))
+    drop_partial(STAGE, key)  # the Trainer checkpoints are not needed once the adapter is in place
+    return ref

@@ -112,6 +112,9 @@ def produce(stage: str, key: str, build: Callable[[Path], dict | None]) -> dict:
         if found:
             return found
         final = stage_path(stage, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final.parent.glob(f".tmp-{key}-*"):  # left by a killed writer (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:
@@ -135,6 +138,47 @@ def produce(stage: str, key: str, build: Callable[[Path], dict | None]) -> dict:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return ref_of(final, manifest)
+
+
+def sharded(stage: str, key: str, items: list, shard_size: int,
+            run: Callable[[list, Callable[..., None] | None], list[dict]],
+            progress: Callable[..., None] | None = None) -> list[dict]:
+    """`run(items)` in shards of `shard_size`, each shard's records checkpointed to
+    `<state>/partial/<stage>/<key>/` as it finishes: after a kill, finished shards are read back
+    and only the rest is computed. Correct only for a `run` whose records for an item do not
+    depend on the other items of its batch (per-item random streams); the caller removes the
+    folder (`drop_partial`) once the stage output is in place.
+    """
+    from data.records import read_records, write_records
+
+    folder = partial_dir(stage, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: list[dict] = []
+    for lo in range(0, len(items), shard_size):
+        hi = min(lo + shard_size, len(items))
+        f = folder / f"shard-{lo:07d}-{hi:07d}.parquet"  # the size is in the name: it may change
+        if f.is_file():
+            out += read_records(f)
+        else:
+            def part(done: int, total: int, *extra: Any, _lo: int = lo) -> None:
+                if progress:
+                    progress(_lo + done, len(items), *extra)
+            rows = run(items[lo:hi], part)
+            write_records(rows, f)  # through a temporary name
+            out += rows
+        if progress:
+            progress(hi, len(items))
+    return out
+
+
+def partial_dir(stage: str, key: str) -> Path:
+    """Where a stage keeps its in-stage checkpoints (search shards, Trainer checkpoints) until
+    its output is in place: outside the temporary output folder, so a kill does not lose them."""
+    return state_dir() / "partial" / stage / key
+
+
+def drop_partial(stage: str, key: str) -> None:
+    shutil.rmtree(partial_dir(stage, key), ignore_errors=True)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -206,3 +206,30 @@ def test_bad_inputs_fail_before_training(tokenizer, pairs, tmp_path):
         dpo_dataset([], with_weights=True)
     with pytest.raises(ValueError, match="'aot'"):
         train_dpo(None, None, pairs, DPOConfig(loss_type=["aot"]), tmp_path, seed=0)
+
+
+def test_a_killed_dpo_resumes_from_its_checkpoint_to_the_same_adapter(tokenizer, pairs, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = DPOConfig(max_steps=4, batch_size=4, learning_rate=1e-3, save_steps=2)
+
+    def kill_at_step_3(step, total, logs):  # stands in for SIGKILL, after checkpoint-2 is saved
+        if step == 3:
+            raise KeyboardInterrupt
+
+    def train(out, ckpt, progress=None):
+        model, processor = build_tiny_llava(tokenizer, seed=0)
+        return train_dpo(model, processor, pairs, cfg, out, seed=0, progress=progress, checkpoint_dir=ckpt)
+    whole = train(tmp_path / "whole", None)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "killed", tmp_path / "ckpt", kill_at_step_3)
+    # a checkpoint cut short by the kill (no trainer_state.json) is dropped, not loaded
+    (tmp_path / "ckpt" / "checkpoint-3").mkdir()
+    (tmp_path / "ckpt" / "checkpoint-3" / "adapter_model.safetensors").write_bytes(b"half")
+    steps = []
+    resumed = train(tmp_path / "resumed", tmp_path / "ckpt", lambda s, t, d: steps.append(s))
+    assert resumed["steps"] == whole["steps"] == 4 and steps[0] == 3
+    a = load_file(str(tmp_path / "whole" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["loss_mean"] == pytest.approx(whole["loss_mean"])  # the log history is restored

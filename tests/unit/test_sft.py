@@ -164,3 +164,31 @@ def test_train_lm_head_trains_the_head_too_and_merges_it(tokenizer, records, tmp
     save_lvlm(fresh, proc, base_dir)
     rebuilt, _ = build_policy(str(base_dir), [str(tmp_path / "h")], device="cpu")
     assert torch.allclose(rebuilt.lm_head.weight, model.lm_head.weight, atol=1e-6)  # pi_t from base + chain
+
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_adapter(tokenizer, records, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = RationaleSFTConfig(max_steps=6, batch_size=8, learning_rate=1e-3, save_steps=2)
+
+    def kill_at_step_5(step, total, logs):  # stands in for SIGKILL, after checkpoint-4 is saved
+        if step == 5:
+            raise KeyboardInterrupt
+
+    def train(out, ckpt, progress=None):
+        model, processor = build_tiny_llava(tokenizer, seed=0)
+        return train_rationale_sft(model, processor, records, cfg, out, seed=0, progress=progress,
+                                   checkpoint_dir=ckpt)
+    whole = train(tmp_path / "whole", None)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "killed", tmp_path / "ckpt", kill_at_step_5)
+    assert [d for d in os.listdir(tmp_path / "ckpt") if d.startswith("checkpoint-")] == ["checkpoint-4"]
+    steps = []
+    resumed = train(tmp_path / "resumed", tmp_path / "ckpt", lambda s, t, logs: steps.append(s))
+    assert resumed["steps"] == whole["steps"] == 6 and steps[0] == 5  # went on from step 4
+    a = load_file(str(tmp_path / "whole" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(b[k], a[k]), k  # bit for bit: the store digests must agree
