@@ -359,8 +359,8 @@ def load_lvlm(
         config = AutoConfig.from_pretrained(source, **common)
         processor = _load_processor(source, config.model_type, common)
         model = AutoModelForImageTextToText.from_pretrained(
-            source, config=config, dtype=torch_dtype, device_map=device, **common
-        )
+            source, config=config, dtype=torch_dtype, device_map=device, use_safetensors=True, **common
+        )  # safetensors only: a pickled checkpoint (pytorch_model.bin) could run code on load
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false")
         hint = " (HF_HUB_OFFLINE is set: download it first or pass a local folder)"

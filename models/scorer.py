@@ -141,7 +141,8 @@ def load_judge(name_or_path: str, dtype: str = "float32", device: str = "auto") 
         raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype,
+                                                     use_safetensors=True).to(device)  # no pickle
     except (OSError, ValueError) as err:
         raise ValueError(f"could not load judge {name_or_path!r}: {err}") from err
     return model.eval(), tokenizer

@@ -135,3 +135,13 @@ def test_adapter_with_unknown_modules_or_no_adapter_is_refused(chain, tmp_path):
         check_adapter_fits(llava, bad)
     with pytest.raises(ValueError, match="adapter_config.json"):
         check_adapter_fits(llava, tmp_path)
+
+
+def test_a_pickled_adapter_is_not_read(chain, tmp_path):
+    _, _, root = chain
+    llava, _ = load_lvlm(str(root / "base"), device="cpu")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(root / "a1", pickled)
+    (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")  # any bytes: never opened
+    with pytest.raises(ValueError, match="adapter_model.bin is not read: convert it to safetensors"):
+        check_adapter_fits(llava, pickled)
