@@ -105,6 +105,14 @@ def dispatch(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from flows.preflight import lost_service
+
+        why = lost_service(e)
+        if why is None:
+            raise
+        print(f"error: {why}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

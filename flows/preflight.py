@@ -47,3 +47,20 @@ def check_services(tracking_uri: str | None = None, prefect_api: str | None = No
         if why is not None:
             raise ServiceUnavailable(f"{name} {uri} is not reachable ({why}): start it with "
                                      f"`src up` (or {start}), or {local}")
+
+
+def lost_service(e: BaseException) -> str | None:
+    """The one-line explanation when a run failed because a server stopped answering mid-run
+    (after the clients' own retries), else None. What finished is in the store: a re-run of
+    the same command reuses it and logs the whole run."""
+    import requests
+
+    from tasks.store import state_dir
+
+    text = str(e)
+    if isinstance(e, requests.exceptions.ConnectionError) or (
+            type(e).__name__ == "MlflowException" and "API request to" in text):
+        where = os.environ.get("MLFLOW_TRACKING_URI") or "the tracking server"
+        return (f"lost the connection to {where} mid-run ({text.splitlines()[0][:160]}); the stages "
+                f"that finished are kept in {state_dir()}: run the same command again once it is back")
+    return None

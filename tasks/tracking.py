@@ -15,9 +15,11 @@ Layout (tests and users' scripts read these names):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from tasks.store import state_dir
 
@@ -70,6 +72,27 @@ class NullTracker:
         pass
 
 
+@contextlib.contextmanager
+def _sqlite_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock next to a SQLite tracking store, nothing for a server URI.
+
+    MLflow creates (migrates) a new SQLite store on first use; two runs starting at once
+    would both migrate it and one fails ("table already exists"), or both create the
+    experiment. The first to take the lock does it, the other then finds it done.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class MLflowTracker:
     """MLflow with explicit run ids; creates the experiment with an explicit artifact root."""
 
@@ -80,13 +103,14 @@ class MLflowTracker:
         self.uri = tracking_uri or default_tracking_uri()
         mlflow.set_tracking_uri(self.uri)
         self._mlflow = mlflow
-        self.client = MlflowClient(tracking_uri=self.uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            location = default_artifact_root() if self.uri.startswith("sqlite") else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            self.experiment_id = exp.experiment_id
+        with _sqlite_lock(self.uri):  # concurrent runs: one creates the tables and the experiment
+            self.client = MlflowClient(tracking_uri=self.uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                location = default_artifact_root() if self.uri.startswith("sqlite") else None
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                self.experiment_id = exp.experiment_id
 
     def start_run(self, name, tags, parent_id=None):
         tags = dict(tags)

@@ -19,7 +19,11 @@ import pytest
 from tests.conftest import run_env
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["iterate.iterations=2", "runtime.num_threads=1"]
+# in-stage checkpoints often enough to be hit on the smoke config (runtime knobs: same keys).
+# Every run of this module uses them: shard and batch sizes move log-probs by float rounding
+# (~1e-6, the batches pad differently), and the kill test compares files bit for bit.
+CHECKPOINTS = ["rationale_sft.save_steps=5", "dpo.save_steps=2", "search.shard_size=4"]
+SMALL = ["iterate.iterations=2", "runtime.num_threads=1", *CHECKPOINTS]
 ITER_ARTIFACTS = {"candidates.parquet", "pairwise_scores.parquet", "preference_pairs.parquet",
                   "eval/metrics.json", "eval/samples.parquet"}
 
@@ -132,24 +136,66 @@ def test_identical_rerun_is_fully_cached(first_run, tmp_path):
     assert sorted(children(client, exp, runs[-1].info.run_id)) == [0, 1, 2]
 
 
-def test_sigkill_mid_iteration_then_resume_matches_uninterrupted(first_run, tmp_path):
+# Kill points, in the order a run reaches them: (stage, what must exist under the state dir
+# before the SIGKILL). Each is inside its stage: its temporary output folder exists (or, for
+# stages that checkpoint, its first in-stage checkpoint), its manifest does not.
+KILL_POINTS = [
+    ("world", "stages/world/.tmp-*"),
+    ("evaluate", "stages/evaluate/.tmp-*"),                       # the base model's evaluation
+    ("rationale_sft", "partial/rationale_sft/*/checkpoint-*/trainer_state.json"),  # checkpointed
+    ("scorer", "stages/scorer/.tmp-*"),
+    ("search", "partial/search/*/shard-*.parquet"),              # after a finished shard
+    ("score", "stages/score/.tmp-*"),
+    ("dpo", "partial/dpo/*/checkpoint-*"),  # while the Trainer writes a checkpoint (incomplete)
+]
+
+
+def run_until(state: Path, pattern: str, args: list[str], timeout: float = 600) -> str:
+    """Start `src run`, SIGKILL its process group as soon as `pattern` exists in `state`;
+    returns 'killed', or 'finished' when the run ended first."""
+    cmd = [sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml", *args]
+    log = open(state.parent / "kill-runs.log", "a")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=run_env(state), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if list(state.glob(pattern)):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            log.close()
+            return "killed"
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+    return "finished"
+
+
+def test_sigkill_in_every_stage_then_resume_matches_uninterrupted(first_run, tmp_path):
     state = tmp_path / "state"
-    env = run_env(state)
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml",
-           f"model.base={first_run['base']}", *SMALL]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.time() + 600
-    for line in proc.stdout:  # kill as soon as iteration 2 begins
-        if "iteration 2:" in line or time.time() > deadline:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done_before = stage_digests(state)
-    searches = [k for k in done_before if k[0] == "search"]
-    assert len(searches) == 1, sorted(done_before)  # killed inside iteration 2
-    src_run(state, f"model.base={first_run['base']}", *SMALL)
+    args = [f"model.base={first_run['base']}", *SMALL]
+    outcome = {}
+    for stage, pattern in KILL_POINTS:
+        before = stage_digests(state)
+        outcome[stage] = run_until(state, pattern, args)
+        assert outcome[stage] == "killed", (stage, outcome, (tmp_path / "kill-runs.log").read_text()[-3000:])
+        after = stage_digests(state)
+        assert {k: after.get(k) for k in before} == before  # finished outputs survive the kill
+        if stage not in ("evaluate", "search"):  # these run again later in the same run
+            assert stage not in {k[0] for k in after}, (stage, sorted(after))
+    print("kill points:", outcome)
+    partial = sorted(str(p.relative_to(state)) for p in (state / "partial").glob("*/*/*"))
+    assert any(p.startswith("partial/dpo/") for p in partial), partial  # the last kill's checkpoint
+    src_run(state, *args)
     assert stage_digests(state) == stage_digests(first_run["state"])
+    assert not any((state / "partial").glob("*/*/*"))  # checkpoints dropped once outputs exist
+    assert not any((state / "stages").glob("*/.tmp-*"))  # no half-written folder left behind
+    from data.records import read_records
+    for (stage, key) in stage_digests(state):
+        if stage == "search":
+            rows = read_records(state / "stages" / stage / key / "candidates.parquet")
+            ids = [(r["prompt_id"], r["cand_idx"]) for r in rows]
+            assert len(ids) == len(set(ids))  # no candidate duplicated by the resumed shards
 
 
 def test_start_from_continues_the_iteration_numbering(first_run):
