@@ -11,6 +11,7 @@ text.
 from __future__ import annotations
 
 import io
+import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -135,7 +136,13 @@ def validate_rows(rows: Sequence[dict], *, split: str, file: str, image_dir: Pat
                     faults.append((f, why))
             choices = raw.get("choices")
             if choices is not None and not _missing(choices):
-                choices = list(choices) if not isinstance(choices, str) else None
+                if isinstance(choices, str):  # CSV cells: a JSON list, e.g. ["red", "blue"]
+                    try:
+                        choices = json.loads(choices)
+                    except ValueError:
+                        choices = None
+                choices = list(choices) if isinstance(choices, (list, tuple)) or hasattr(
+                    choices, "tolist") else None
                 if not choices or not all(isinstance(c, str) for c in choices):
                     faults.append(("choices", "wrong type (expected a list of text options)"))
             else:

@@ -93,6 +93,14 @@ def test_a_valid_row_keeps_the_file_bytes_and_text_ids(tmp_path):
     assert hf[0]["image"] == png()
 
 
+def test_choices_as_a_list_or_a_json_cell():
+    for cell in (["red", "blue"], '["red", "blue"]'):
+        good, bad = validate_rows([dict(GOOD, choices=cell)], split="eval", file="f")
+        assert bad == [] and good[0]["choices"] == ["red", "blue"]
+    good, bad = validate_rows([dict(GOOD, choices="red or blue")], split="eval", file="f")
+    assert good == [] and bad[0]["field"] == "choices"
+
+
 def test_image_limits_are_config():
     assert check_image(png(20, 20), Limits(max_image_pixels=399)).startswith("image too large: 20x20")
     assert check_image(png(20, 20), Limits(max_image_bytes=10)).startswith("file too large")
