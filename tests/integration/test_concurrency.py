@@ -8,8 +8,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import run_env
 from tests.integration.test_flow import ROOT, stage_digests
+
+pytestmark = pytest.mark.slow  # minutes of real runs: `make test` runs them, plain `pytest` does not
 
 
 def test_three_runs_at_once_share_what_they_may_and_nothing_else(base_model, tmp_path):

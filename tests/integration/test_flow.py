@@ -171,6 +171,7 @@ def run_until(state: Path, pattern: str, args: list[str], timeout: float = 600) 
     return "finished"
 
 
+@pytest.mark.slow  # seven killed runs and a resume: ~3 min
 def test_sigkill_in_every_stage_then_resume_matches_uninterrupted(first_run, tmp_path):
     state = tmp_path / "state"
     args = [f"model.base={first_run['base']}", *SMALL]

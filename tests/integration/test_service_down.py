@@ -11,8 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_env
 from tests.integration.test_flow import ROOT, stage_digests
+
+pytestmark = pytest.mark.slow  # minutes of real runs: `make test` runs them, plain `pytest` does not
 
 
 def _free_port() -> int:
