@@ -5,6 +5,7 @@
     src compare --last 2 --html           # metrics per iteration across pipeline runs
     src retrain --config configs/builtin.yaml   # continue from the champion policy
     src eval-base --config configs/builtin.yaml
+    src doctor                            # is this machine ready? says what to fix
 """
 
 from __future__ import annotations
@@ -73,13 +74,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     _offline_defaults()
-    ap = argparse.ArgumentParser(prog="src", description="Self-Rationale Calibration for LVLMs.")
+    ap = argparse.ArgumentParser(prog="src", description="Self-Rationale Calibration for LVLMs.",
+                                 epilog="start with `src doctor`, then `src run`; "
+                                        "`src <command> --help` shows examples",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    examples = {
+        "run": "examples:\n  src run --config configs/builtin.yaml\n"
+               "  src run --config configs/smoke.yaml iterate.iterations=1 dpo.beta=0.2\n"
+               "  src run --start-from <pipeline run id>:2 iterate.iterations=2",
+        "eval-base": "example:\n  src eval-base --config configs/builtin.yaml eval.max_questions=200",
+    }
     for name, fn, help_ in [
         ("run", cmd_run, "run the SRC pipeline in-process (ephemeral Prefect, no server)"),
         ("eval-base", cmd_eval_base, "evaluate the base model on the held-out split"),
     ]:
-        p = sub.add_parser(name, help=help_)
+        p = sub.add_parser(name, help=help_, description=help_, epilog=examples[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", default="configs/builtin.yaml", help="YAML config")
         p.add_argument("overrides", nargs="*", help="section.field=value overrides")
         if name == "run":
@@ -88,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--summary-json", default=None, metavar="PATH",
                            help="also write the run's per-iteration metrics and timing as JSON")
         p.set_defaults(fn=fn)
-    from flows import compare, retrain, services
+    from flows import compare, doctor, retrain, services
 
+    doctor.add_commands(sub)
     compare.add_commands(sub)
     services.add_commands(sub)  # up, down
     retrain.add_commands(sub)
