@@ -28,7 +28,7 @@ def cmd_eval_base(args: argparse.Namespace) -> int:
     from data.config import load_config
     from data.metrics import format_table
     from models.bootstrap import evaluate_base, resolve_base
-    from models.factory import load_lvlm
+    from models.loading import load_lvlm
 
     cfg = load_config(args.config, args.overrides)
     path = resolve_base(cfg.model.base)

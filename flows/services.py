@@ -23,17 +23,15 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from flows.procs import alive, group_rss_mb, http, http_ok, port_busy, stop_group, tail
 from tasks.store import PROJECT_DIR, state_dir
 
 POOL = "src-local"
@@ -125,20 +123,6 @@ def read_pid(stack: Stack, name: str) -> dict | None:
         return None
 
 
-def alive(info: dict | None) -> bool:
-    """The recorded process still runs and is still ours (not a recycled pid)."""
-    if not info:
-        return False
-    try:
-        os.kill(info["pid"], 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    cmdline = Path(f"/proc/{info['pid']}/cmdline")
-    if cmdline.exists():
-        return info["marker"] in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    return True
-
-
 def _open_log(stack: Stack, name: str, cmd: list[str]):
     fh = open(stack.dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to a child process
     fh.write(f"\n=== {time.strftime('%F %T')} {' '.join(cmd)}\n".encode())
@@ -158,14 +142,6 @@ def _spawn(stack: Stack, name: str, cmd: list[str], env: dict[str, str]) -> dict
     return info
 
 
-def _tail(path: str | Path, n: int = 3) -> str:
-    try:
-        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return " | ".join(lines[-n:])[-400:]
-
-
 def _wait(name: str, url: str, ready: Callable[[], bool], info: dict, timeout: float) -> float:
     """Poll `ready` until true; fail fast if the process exits. Returns the seconds it took."""
     t0 = time.time()
@@ -174,50 +150,16 @@ def _wait(name: str, url: str, ready: Callable[[], bool], info: dict, timeout: f
             return time.time() - t0
         if not alive(info):
             raise ServiceError(f"{name} exited while starting ({url}); log {info['log']}: "
-                               f"{_tail(info['log'])}")
+                               f"{tail(info['log'])}")
         time.sleep(0.5)
     raise ServiceError(f"{name} not ready at {url} after {timeout:.0f}s; see {info['log']} "
                        "(a busy machine: retry with a larger --timeout)")
 
 
-def _http(url: str, method: str = "GET", body: dict | None = None) -> bytes:
-    """The body of a 2xx answer; raises OSError (URLError, HTTPError) otherwise."""
-    req = urllib.request.Request(url, method=method, headers={"Content-Type": "application/json"},
-                                 data=None if body is None else json.dumps(body).encode())
-    with urllib.request.urlopen(req, timeout=5) as r:
-        return r.read()
-
-
-def _ok(url: str) -> bool:
-    try:
-        return _http(url) is not None
-    except OSError:
-        return False
-
-
 def _api(stack: Stack, method: str, path: str, body: dict | None = None):
     """Prefect REST API call; JSON answer (None when empty)."""
-    raw = _http(f"{stack.prefect_api}{path}", method, body)
+    raw = http(f"{stack.prefect_api}{path}", method, body)
     return json.loads(raw) if raw else None
-
-
-def _port_busy(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def group_rss_mb(pgid: int) -> float:
-    """Resident memory of a process group (Linux /proc; 0 elsewhere)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:  # pgrp is field 5 of stat, 3rd after the name
-                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 2**20
 
 
 # ---------------------------------------------------------------- up / down
@@ -237,8 +179,8 @@ def _ready_checks(stack: Stack, since: float = 0.0) -> dict[str, tuple[str, Call
                    for w in rows)
 
     health = f"{stack.prefect_api}/health", f"{stack.mlflow_uri}/health"
-    return {"prefect": (health[0], lambda: _ok(health[0])),
-            "mlflow": (health[1], lambda: _ok(health[1])),
+    return {"prefect": (health[0], lambda: http_ok(health[0])),
+            "mlflow": (health[1], lambda: http_ok(health[1])),
             "worker": (f"{stack.prefect_api}{workers}", worker_ready)}
 
 
@@ -276,7 +218,7 @@ def _run_once(stack: Stack, name: str, cmd: list[str], timeout: float) -> None:
             rc = "timeout"
     if rc != 0:
         raise ServiceError(f"`{' '.join(cmd[1:4])}` against {stack.prefect_api} failed ({rc}); "
-                           f"see {log}: {_tail(log)}")
+                           f"see {log}: {tail(log)}")
 
 
 def status(stack: Stack | None = None) -> dict[str, dict | None]:
@@ -314,7 +256,7 @@ def up(prefect_port: int = 4200, mlflow_port: int = 5000, timeout: float = 180,
                            "then `src up`")
     stack = Stack(state_dir(), prefect_port, mlflow_port)
     for port, flag in ((prefect_port, "--prefect-port"), (mlflow_port, "--mlflow-port")):
-        if _port_busy(port):
+        if port_busy(port):
             raise ServiceError(f"port {port} on 127.0.0.1 is in use by another process: "
                                f"pass {flag} with a free port, or stop that process")
     stack.dir.mkdir(parents=True, exist_ok=True)
@@ -353,32 +295,13 @@ def down(stack: Stack | None = None, grace: float = 15.0,
     for name in reversed(ORDER):
         info = read_pid(stack, name)
         if alive(info):
-            _stop_group(info["pid"], grace)
+            stop_group(info["pid"], grace)
             stopped.append(name)
             log(f"{name}: stopped (pid {info['pid']})")
         _pidfile(stack, name).unlink(missing_ok=True)
     if not stopped:
         log(f"nothing running (state {stack.state})")
     return stopped
-
-
-def _stop_group(pgid: int, grace: float) -> None:
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        t0 = time.time()
-        while time.time() - t0 < wait:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            try:  # our own child (tests, a failed `up`) would linger as a zombie
-                os.waitpid(pgid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.2)
 
 
 # ---------------------------------------------------------------- command line

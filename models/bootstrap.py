@@ -31,7 +31,8 @@ from data.config import SRCConfig, load_config
 from data.metrics import format_table, score_records, summarize
 from data.shapes import generate, load_image
 from models.encode import encode_examples
-from models.factory import TinyLlavaSpec, build_tiny_llava, count_parameters, save_lvlm, train_tokenizer
+from models.factory import TinyLlavaSpec, build_tiny_llava, count_parameters, train_tokenizer
+from models.loading import save_lvlm
 from models.generation import generate_greedy
 
 BUILTIN_BASE = Path(__file__).resolve().parent / "builtin" / "base"

@@ -40,7 +40,8 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.trainer_callback import PrinterCallback
 
 from data.config import LoraConfig
-from models.factory import language_model_lora_targets, load_lvlm
+from models.factory import language_model_lora_targets
+from models.loading import load_lvlm
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 BASE_INFO_FILE = "base_model.json"

@@ -22,7 +22,8 @@ and image inputs of every model family); this module does the rest:
     keep it across steps) is the next speed-up; it needs per-family cache and position-id
     handling (Qwen2-VL's rope deltas) that `generate` does not expose, so it is not done.
 
-Records are then scored by one teacher-forced pass (`encode_examples`, the tokens DPO sees).
+Records are then scored by one teacher-forced pass (`models.confidence`: `encode_examples`,
+the tokens DPO sees).
 
     python -m models.search_bench --bench   # batched search vs per-question generate loops
 """
@@ -37,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image
 from transformers import (
     LogitsProcessor,
     LogitsProcessorList,
@@ -48,7 +48,8 @@ from transformers import (
 from data.config import SearchConfig
 from data.scoring import parse_response
 from data.shapes import format_response
-from models.encode import completion_text, encode_examples, encode_prompts, token_logprobs
+from models.confidence import answer_confidence, completion_logprobs, confidence_from_logprobs
+from models.encode import encode_prompts
 from models.generation import model_device
 
 Progress = Callable[[int, int], None]  # (questions done, total)
@@ -300,74 +301,6 @@ def _search(
     return [results[i] for i in range(len(items))]
 
 
-# --------------------------------------------------------------------------- scoring
-
-
-@torch.inference_mode()
-def _completion_logprobs(
-    model: Any, processor: Any, images: Sequence[Image.Image], questions: Sequence[str],
-    responses: Sequence[str], batch_size: int,
-) -> list[torch.Tensor]:
-    """Log-prob (T=1) of each completion token of each response, teacher-forced, batched."""
-    was_training = model.training
-    model.eval()
-    out: list[torch.Tensor] = []
-    for lo in range(0, len(responses), batch_size):
-        sl = slice(lo, lo + batch_size)
-        batch = encode_examples(processor, images[sl], questions[sl], responses[sl],
-                                model_device(model))
-        lp, labels = token_logprobs(model, batch).cpu(), batch["labels"][:, 1:].cpu()
-        out += [lp[i][labels[i] != -100] for i in range(len(lp))]
-    model.train(was_training)
-    return out
-
-
-def _confidence(processor: Any, lp: torch.Tensor, response: str, answer: str) -> float:
-    """exp(sum of the answer tokens' log-probs), given the completion's token log-probs.
-
-    Answer tokens are found by tokenising prefixes of the completion (BPE and SentencePiece
-    alike; a token joining the space and the answer, " 1", counts) and counted from the end,
-    since `encode_examples` may move the completion's start where BPE merges at the prompt.
-    """
-    tok = processor.tokenizer
-    comp = completion_text(processor, response)
-    a = comp.rfind(f"Answer: {answer}")
-    assert a >= 0, f"answer {answer!r} not in completion {comp!r}"
-    a += len("Answer: ")
-    full = tok(comp, add_special_tokens=False)["input_ids"]
-
-    def shared(text: str) -> int:  # tokens that `text` and the full completion start with
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        diff = (n for n, (x, y) in enumerate(zip(ids, full)) if x != y)
-        return next(diff, min(len(ids), len(full)))
-
-    start, stop = shared(comp[:a]), shared(comp[: a + len(answer)])
-    assert stop > start, f"no answer tokens for {answer!r} in {comp!r}"
-    return math.exp(float(lp[len(lp) - len(full) + start: len(lp) - len(full) + stop].sum()))
-
-
-def answer_confidence(
-    model: Any, processor: Any, images: Sequence[Image.Image], questions: Sequence[str],
-    rationales: Sequence[str], answers: Sequence[str | None], batch_size: int = 64,
-) -> list[float]:
-    """P(answer tokens | image, question, rationale, "Answer:"): one teacher-forced pass.
-
-    The text scored is METHOD.md's `<rationale> Answer: <answer>.`, so this is the probability
-    of the normalised answer the parser read, whatever the response's own wording. A `None`
-    answer (unparsable) gives NaN.
-    """
-    responses = [format_response(r, a) if a is not None else None
-                 for r, a in zip(rationales, answers)]
-    todo = [i for i, r in enumerate(responses) if r is not None]
-    lps = _completion_logprobs(model, processor, [images[i] for i in todo],
-                               [questions[i] for i in todo], [responses[i] for i in todo],
-                               batch_size)
-    out = [math.nan] * len(responses)
-    for i, lp in zip(todo, lps):
-        out[i] = _confidence(processor, lp, responses[i], answers[i])
-    return out
-
-
 def search_candidates(
     model: Any, processor: Any, items: Sequence[dict], cfg: SearchConfig, seed: int,
     progress: Progress | None = None,
@@ -396,12 +329,12 @@ def search_candidates(
         texts = [b.text for beams in found for b in beams]
         images = [items[i]["image"] for i in owner]
         questions = [items[i]["question"] for i in owner]
-        lps = _completion_logprobs(model, processor, images, questions, texts, cfg.batch_size)
+        lps = completion_logprobs(model, processor, images, questions, texts, cfg.batch_size)
         parsed = [parse_response(t) for t in texts]
         # A well-formed response is `<rationale> Answer: <answer>.` already: reuse its pass.
         same = {k for k, p in enumerate(parsed)
                 if p.ok and format_response(p.rationale, p.answer) == texts[k]}
-        conf = {k: _confidence(processor, lps[k], texts[k], parsed[k].answer) for k in same}
+        conf = {k: confidence_from_logprobs(processor, lps[k], texts[k], parsed[k].answer) for k in same}
         redo = [k for k, p in enumerate(parsed) if p.ok and k not in same]
         conf.update(zip(redo, answer_confidence(
             model, processor, [images[k] for k in redo], [questions[k] for k in redo],

@@ -115,7 +115,8 @@ def _bench_main(argv: list[str] | None = None) -> int:
 
     from data.config import DataConfig
     from data.shapes import corpus, generate, load_image
-    from models.factory import build_tiny_llava, load_lvlm, train_tokenizer
+    from models.factory import build_tiny_llava, train_tokenizer
+    from models.loading import load_lvlm
 
     ap = argparse.ArgumentParser(description="benchmark the candidate search")
     ap.add_argument("--bench", action="store_true", required=True)

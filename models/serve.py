@@ -1,4 +1,4 @@
-"""A small OpenAI-compatible chat server for any LVLM that `models.factory.load_lvlm` loads.
+"""A small OpenAI-compatible chat server for any LVLM that `models.loading.load_lvlm` loads.
 
 Serves `POST /v1/chat/completions` (text and `image_url` content blocks, images inline as
 `data:` URLs) and `GET /v1/models`, on 127.0.0.1 by default. It exists so that the teacher
@@ -132,7 +132,7 @@ def start_server(model: Any, processor: Any, name: str, host: str = "127.0.0.1",
 
 def main(argv: list[str] | None = None) -> int:
     from models.bootstrap import resolve_base
-    from models.factory import load_lvlm
+    from models.loading import load_lvlm
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="builtin", help="'builtin', a local folder or a hub id")

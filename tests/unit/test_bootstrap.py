@@ -7,7 +7,7 @@ import torch
 
 from data.config import load_config
 from models.bootstrap import BUILTIN_BASE, pretrain
-from models.factory import load_lvlm, save_lvlm
+from models.loading import load_lvlm, save_lvlm
 
 
 def test_short_bootstrap_loss_falls_and_round_trips(tmp_path):

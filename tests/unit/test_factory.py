@@ -21,10 +21,9 @@ from models.factory import (
     build_tiny_qwen2vl,
     count_parameters,
     language_model_lora_targets,
-    load_lvlm,
-    save_lvlm,
     train_tokenizer,
 )
+from models.loading import load_lvlm, save_lvlm
 
 COLORS = ["red", "green", "blue", "yellow"]
 SHAPES = ["circle", "square", "triangle"]

@@ -25,10 +25,9 @@ from models.factory import (
     TinyLlavaSpec,
     build_tiny_llava,
     build_tiny_qwen2vl,
-    load_lvlm,
-    save_lvlm,
     train_tokenizer,
 )
+from models.loading import load_lvlm, save_lvlm
 from models.policy import build_policy, check_adapter_fits, finish_adapter, peft_lora_config
 from models.sft import train_rationale_sft
 

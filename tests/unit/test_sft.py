@@ -159,7 +159,7 @@ def test_train_lm_head_trains_the_head_too_and_merges_it(tokenizer, records, tmp
     check_adapter_fits(build_tiny_llava(tokenizer, seed=0)[0], tmp_path / "h")
     base_dir = tmp_path / "base"
     fresh, proc = build_tiny_llava(tokenizer, seed=0)
-    from models.factory import save_lvlm
+    from models.loading import save_lvlm
 
     save_lvlm(fresh, proc, base_dir)
     rebuilt, _ = build_policy(str(base_dir), [str(tmp_path / "h")], device="cpu")

@@ -51,7 +51,7 @@ def test_unreachable_endpoint_is_one_dropped_row_not_a_crash():
 
 @pytest.fixture(scope="module")
 def served(base_model):
-    from models.factory import load_lvlm
+    from models.loading import load_lvlm
     from models.serve import start_server
 
     model, processor = load_lvlm(base_model, device="cpu")
