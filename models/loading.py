@@ -21,6 +21,7 @@ from models.factory import Qwen2VLImageOnlyProcessor
 NO_VIDEO_FALLBACK = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 
+
 def save_lvlm(model: PreTrainedModel, processor: ProcessorMixin, path: str | os.PathLike) -> Path:
     """Save model weights/config and processor (tokenizer, image processor, chat template)."""
     path = Path(path)

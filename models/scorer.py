@@ -121,11 +121,9 @@ def verdict_token_ids(tokenizer: Any) -> dict[str, int]:
 
 
 def save_judge(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    from models.loading import save_lvlm  # the same save_pretrained pair; a tokenizer for a processor
+
+    return save_lvlm(model, tokenizer, path)
 
 
 def load_judge(name_or_path: str, dtype: str = "float32", device: str = "auto") -> tuple[Any, Any]:

@@ -86,16 +86,20 @@ def lookup(stage: str, key: str) -> dict | None:
 
 
 @contextlib.contextmanager
-def _lock(stage: str, key: str) -> Iterator[None]:
-    """One writer per output: a second run with the same key waits, then reuses."""
-    lock_dir = state_dir() / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{stage}-{key}.lock", "w") as fh:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created if missing), held for the `with` block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _lock(stage: str, key: str) -> contextlib.AbstractContextManager[None]:
+    """One writer per output: a second run with the same key waits, then reuses."""
+    return file_lock(state_dir() / "locks" / f"{stage}-{key}.lock")
 
 
 def produce(stage: str, key: str, build: Callable[[Path], dict | None]) -> dict:

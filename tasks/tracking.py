@@ -16,12 +16,11 @@ Layout (tests and users' scripts read these names):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from tasks.store import state_dir
+from tasks.store import file_lock, state_dir
 
 
 def default_tracking_uri() -> str:
@@ -83,14 +82,8 @@ def _sqlite_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(Path(uri.removeprefix("sqlite:///") + ".lock")):
+        yield
 
 
 class MLflowTracker:

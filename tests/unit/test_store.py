@@ -50,8 +50,8 @@ def test_a_missing_manifest_is_not_done():
     assert store.lookup("s", "k") is None
 
 
-def _slow_build(args: tuple[str, str, str]) -> str:
-    state, log, text = args
+def _slow_build(args: tuple[str, str, str, str]) -> str:
+    state, log, key, text = args
     os.environ["SRC_STATE_DIR"] = state
 
     def build(out: Path):
@@ -59,32 +59,26 @@ def _slow_build(args: tuple[str, str, str]) -> str:
             f.write(f"{os.getpid()}\n")
         time.sleep(1.0)  # the other process arrives while this one writes
         return _write(out, text)
-    return json.dumps(store.produce("s", "same", build))
+    return json.dumps(store.produce("s", key, build))
 
 
 def test_two_processes_with_the_same_key_build_once_and_share_the_output(tmp_path):
     log = tmp_path / "builds.log"
     state = os.environ["SRC_STATE_DIR"]
     with mp.get_context("spawn").Pool(2) as pool:
-        refs = pool.map(_slow_build, [(state, str(log), "rows")] * 2)
+        refs = pool.map(_slow_build, [(state, str(log), "same", "rows")] * 2)
     assert len(log.read_text().split()) == 1  # the second waited on the lock, then reused
     assert json.loads(refs[0]) == json.loads(refs[1])
 
 
 def test_two_processes_with_different_keys_do_not_touch_each_other(tmp_path):
     state = os.environ["SRC_STATE_DIR"]
-    args = [(state, str(tmp_path / "a.log"), "a"), (state, str(tmp_path / "b.log"), "b")]
+    args = [(state, str(tmp_path / "a.log"), "key-a", "a"), (state, str(tmp_path / "b.log"), "key-b", "b")]
 
     with mp.get_context("spawn").Pool(2) as pool:
-        refs = [json.loads(r) for r in pool.map(_keyed_build, args)]
+        refs = [json.loads(r) for r in pool.map(_slow_build, args)]
     assert refs[0]["path"] != refs[1]["path"]
     assert [(Path(r["path"]) / "data.txt").read_text() for r in refs] == ["a", "b"]
-
-
-def _keyed_build(args: tuple[str, str, str]) -> str:
-    state, log, text = args
-    os.environ["SRC_STATE_DIR"] = state
-    return json.dumps(store.produce("s", f"key-{text}", lambda out: (time.sleep(0.5), _write(out, text))[1]))
 
 
 def test_shards_resume_after_a_kill_and_equal_an_uninterrupted_run():
