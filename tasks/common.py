@@ -1,5 +1,6 @@
 """What every stage task shares: the Prefect task factory with the store's key as cache key,
-model loading from references, progress reporting into Prefect logs.
+model loading from references, progress on long stages (a bar on a terminal, log lines in
+Prefect logs and CI).
 
 A task takes and returns small JSON values: the stage key, the config as a dict, and
 references `{"path", "digest", ...}` to earlier outputs; never models or datasets.
@@ -8,9 +9,10 @@ references `{"path", "digest", ...}` to earlier outputs; never models or dataset
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from tasks.store import state_dir
 
@@ -57,24 +59,70 @@ def log() -> Callable[[str], None]:
         return lambda msg: print(msg, flush=True)
 
 
-def progress_logger(stage: str, every_s: float = 10.0) -> Callable[..., None]:
-    """A `progress(done, total, ...)` callback that logs rate and ETA at most every `every_s`."""
+def progress_mode(stream: IO[str] | None = None) -> str:
+    """'bar' on a terminal, 'log' elsewhere (Prefect logs, CI, a pipe); `SRC_PROGRESS=bar|log`
+    overrides. A bar in a log file is carriage-return spam, so anything not a TTY gets lines."""
+    forced = os.environ.get("SRC_PROGRESS", "").strip().lower()
+    if forced in ("bar", "log"):
+        return forced
+    if forced not in ("", "auto"):
+        raise ValueError(f"SRC_PROGRESS={forced!r}: use bar, log or auto")
+    stream = stream or sys.stderr
+    return "bar" if not os.environ.get("CI") and getattr(stream, "isatty", lambda: False)() else "log"
+
+
+def _numbers(extra: tuple) -> str:
+    if extra and isinstance(extra[-1], dict) and extra[-1]:
+        return " ".join(f"{k}={v:.4g}" for k, v in extra[-1].items() if isinstance(v, (int, float)))
+    return ""
+
+
+def progress_logger(stage: str, every_s: float | None = None, mode: str | None = None,
+                    stream: IO[str] | None = None) -> Callable[..., None]:
+    """A `progress(done, total, ...)` callback for a long stage, with rate and ETA.
+
+    mode 'bar': a tqdm bar on `stream` (stderr), plus one log line when the stage ends;
+    mode 'log': a log line (Prefect's run logger inside a run) at most every `every_s`
+    seconds (`SRC_PROGRESS_EVERY`, default 10) and at the end. A trailing dict argument
+    (training logs: loss, ...) is shown too.
+    """
     say = log()
+    mode = mode or progress_mode(stream)
+    every = every_s if every_s is not None else float(os.environ.get("SRC_PROGRESS_EVERY", "10"))
     start = time.time()
     last = [0.0]
+    bar: list[Any] = []
+
+    def line(done: int, total: int, extra: tuple) -> str:
+        elapsed = max(time.time() - start, 1e-9)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        tail = _numbers(extra)
+        return (f"[{stage}] {done}/{total} ({rate:.2f}/s, elapsed {elapsed:.0f}s, eta {eta:.0f}s)"
+                + (f" {tail}" if tail else ""))
 
     def progress(done: int, total: int, *extra: Any) -> None:
+        if mode == "bar":
+            if not bar:
+                from tqdm.auto import tqdm
+
+                bar.append(tqdm(total=total, desc=stage, file=stream or sys.stderr,
+                                dynamic_ncols=True, leave=False))
+            b = bar[0]
+            b.total = total
+            b.update(max(done - b.n, 0))
+            tail = _numbers(extra)
+            if tail:
+                b.set_postfix_str(tail, refresh=False)
+            if done >= total:
+                b.close()
+                say(line(done, total, extra))
+            return
         now = time.time()
-        if now - last[0] < every_s and done < total:
+        if now - last[0] < every and done < total:
             return
         last[0] = now
-        rate = done / max(now - start, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        tail = ""
-        if extra and isinstance(extra[-1], dict) and extra[-1]:
-            tail = " " + " ".join(f"{k}={v:.4g}" for k, v in extra[-1].items()
-                                  if isinstance(v, (int, float)))
-        say(f"[{stage}] {done}/{total} ({rate:.2f}/s, eta {eta:.0f}s){tail}")
+        say(line(done, total, extra))
 
     return progress
 
