@@ -233,6 +233,13 @@ class IterateConfig(Section):
     prompts_per_iteration: int = Field(500, ge=1, description="calibration prompts per iteration")
 
 
+class ReportConfig(Section):
+    n_prompts: int = Field(4, ge=0, description="prompts per iteration shown with their candidates, "
+                           "scores and win-probability heatmap in report.html")
+    n_examples: int = Field(5, ge=0, description="fixed and broken held-out examples shown per "
+                            "pair of consecutive evaluations")
+
+
 class TrackingConfig(Section):
     experiment: str = Field("src", min_length=1, description="MLflow experiment name")
     tracking_uri: str | None = Field(
@@ -257,6 +264,7 @@ class SRCConfig(Section):
     dpo: DPOConfig = Field(default_factory=DPOConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     iterate: IterateConfig = Field(default_factory=IterateConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 

@@ -65,9 +65,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         import json
         from pathlib import Path
 
-        keep = {k: result[k] for k in ("parent_run_id", "iterations", "wall_seconds", "timing", "tracking_uri", "chain", "base_metrics")}
+        keep = {k: result[k] for k in ("parent_run_id", "iterations", "wall_seconds", "timing", "tracking_uri", "chain", "base_metrics", "report")}
         Path(args.summary_json).write_text(json.dumps(keep, indent=1, default=str))
     uri = result["tracking_uri"]
+    if result.get("report"):
+        print(f"iteration report: {result['report']} (also the run's artifact report.html)")
     print(f"open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
     return 0
 

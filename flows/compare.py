@@ -20,27 +20,14 @@ import argparse
 import base64
 import csv
 import html
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-# (column label, metric, shown as percent); `<metric>_se`, when logged, is the error bar
-TABLE_METRICS = [
-    ("accuracy", "eval/accuracy", True),
-    ("consistency", "eval/consistency", True),
-    ("factuality", "eval/factuality", True),
-    ("format rate", "eval/format_rate", True),
-    ("flip rate", "judge/flip_rate", False),
-    ("kept", "curate/kept_frac", False),
-    ("dpo loss", "dpo/loss", False),
-]
-# the table's metrics plus answer length (DPO tends to drift it), one panel each
-PLOT_METRICS = TABLE_METRICS[:4] + [("mean length", "eval/mean_length", False)] + TABLE_METRICS[4:]
-# metrics shown with an error bar only in the table when their `_se` exists
-_SE_IN_TABLE = {"eval/accuracy", "eval/consistency", "eval/factuality"}
+from data.plots import PLOT_METRICS, plot, table_cells  # noqa: F401  (plot: part of this module's API)
+
 FILES = ("compare.md", "compare.csv", "compare.png", "compare.html")
 
 
@@ -95,31 +82,6 @@ def last_pipeline_runs(client: Any, experiment: str, n: int) -> list[str]:
     return [r.info.run_id for r in reversed(runs)]
 
 
-def _label(row: dict) -> str:
-    return f"{row['run_id'][:8]} {row['run_name']}".strip()
-
-
-def _cell(m: dict, key: str, percent: bool, with_se: bool) -> str:
-    v = m.get(key)
-    if v is None or math.isnan(v):
-        return ""
-    scale, fmt = (100.0, "{:.1f}") if percent else (1.0, "{:.3f}")
-    out = fmt.format(scale * v)
-    se = m.get(f"{key}_se")
-    if with_se and se is not None and not math.isnan(se):
-        out += " ± " + fmt.format(scale * se)
-    return out
-
-
-def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the comparison table (percent for eval rates, 3 decimals else)."""
-    head = ["run", "iteration"] + [label for label, _, _ in TABLE_METRICS]
-    body = [[_label(r), str(r["iteration"])]
-            + [_cell(r["metrics"], key, pct, key in _SE_IN_TABLE) for _, key, pct in TABLE_METRICS]
-            for r in rows]
-    return head, body
-
-
 def format_table(rows: list[dict]) -> str:
     """Markdown table, one line per run x iteration: `accuracy` is `61.0 ± 1.5` (percent)."""
     head, body = table_cells(rows)
@@ -146,55 +108,6 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
         for r in rows:
             w.writerow({**{k: r[k] for k in cols[:4]},
                         **{k: repr(r["metrics"][k]) for k in cols[4:] if k in r["metrics"]}})
-    os.replace(tmp, path)
-    return path
-
-
-# ---------------------------------------------------------------- plot
-
-def plot(rows: list[dict], path: str | Path) -> Path:
-    """PNG: one panel per metric that any row logged, x = iteration, one line per run,
-    error bars from `<metric>_se` where logged. Uses the Agg canvas, no display, no pyplot."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    path = Path(path)
-    panels = [(label, key, pct) for label, key, pct in PLOT_METRICS
-              if any(key in r["metrics"] for r in rows)]
-    if not panels:
-        raise ValueError("nothing to plot: no row has any of the compared metrics")
-    runs = list(dict.fromkeys(r["run_id"] for r in rows))
-    ncols = min(4, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.0 * ncols, 3.0 * nrows + 0.6), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, (label, key, pct) in zip(axes, panels):
-        scale = 100.0 if pct else 1.0
-        for i, rid in enumerate(runs):  # fixed colour per run, even where a run lacks a metric
-            pts = [r for r in rows if r["run_id"] == rid and key in r["metrics"]]
-            if not pts:
-                continue
-            xs = [r["iteration"] for r in pts]
-            ys = [scale * r["metrics"][key] for r in pts]
-            ses = [r["metrics"].get(f"{key}_se") for r in pts]
-            has_se = any(s is not None for s in ses)
-            yerr = [scale * (s or 0.0) for s in ses] if has_se else None
-            ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3,
-                        color=f"C{i % 10}", label=_label(pts[0]))
-        ax.set_title(f"{label} (%)" if pct else label)
-        ax.set_xlabel("iteration")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    legend: dict = {}  # label -> handle, over all panels (a run may lack a metric)
-    for ax in axes[: len(panels)]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(lab, h)
-    fig.legend(list(legend.values()), list(legend), loc="outside lower center",
-               ncols=min(4, max(1, len(legend))))
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
     os.replace(tmp, path)
     return path
 

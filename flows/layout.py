@@ -1,9 +1,11 @@
 """The MLflow layout of a pipeline run and the helpers the flows share.
 
+The pipeline (parent) run holds `config.yaml`, `summary.json`, `report.html` and `report/*.png`
+(the iteration report, tasks/report.py), `data/` (rejected rows), `base_eval/`, `scorer/`.
 Per iteration t, one child run tagged `src.role=iteration`, `src.iteration=<t>` holding
 `candidates.parquet`, `pairwise_scores.parquet`, `preference_pairs.parquet`, `adapter/`,
 `eval/metrics.json`, `eval/samples.parquet`, and the metrics `eval/*`, `judge/flip_rate`,
-`curate/kept_frac`, `dpo/loss` with step = t.
+`curate/kept_frac`, `dpo/loss` with step = t, and the tags `src.adapter_digest`, `src.eval_digest`.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
     metrics.update(eval_metrics(ev))
     tracker.log_metrics(run, metrics, step=t)
     tracker.log_metrics(parent, {k: v for k, v in metrics.items() if not k.startswith("eval/family")}, step=t)
-    tracker.set_tags(run, {"src.adapter_digest": refs["adapter"]["digest"]})
+    tracker.set_tags(run, {"src.adapter_digest": refs["adapter"]["digest"], "src.eval_digest": ev["digest"]})
     tracker.end_run(run)
     return {"iteration": t, "run_id": run, "metrics": metrics}
 

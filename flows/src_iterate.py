@@ -33,7 +33,7 @@ from flows.layout import (
     metrics_table,
     resolve_start,
 )
-from tasks import curate, dpo, evaluate, score, scorer, search, sft, world
+from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
 from tasks.store import lookup, stage_key
 from tasks.tracking import MLflowTracker, NullTracker
 
@@ -75,6 +75,27 @@ def stage_timing(calls: list[dict], wall: float) -> dict:
             "built": sum(c["built"] for c in calls), "reused": sum(not c["built"] for c in calls)}
 
 
+def log_report(tracker, parent: str, run: Any, cfg: SRCConfig, c: dict, w: dict, eb: dict,
+               shown: list[dict], base_metrics: dict) -> Path:
+    """Build (or reuse) the run's `report.html` and log it, with its PNG plots under `report/`;
+    returns the page's path in the store."""
+    facts = {"config digest": digest(c)[:12], "base model": cfg.model.base,
+             "R-Scorer": f"{cfg.scorer.model} ({cfg.scorer.mode})",
+             "calibration prompts per iteration": str(cfg.iterate.prompts_per_iteration),
+             "candidates per prompt": str(cfg.search.n_candidates)}
+    inputs = {"world": w["digest"], "base_eval": eb["digest"], "metrics": digest([s["metrics"] for s in shown]),
+              "iterations": [[s[k]["digest"] for k in ("eval", "candidates", "scores", "pairs") if k in s]
+                             for s in shown]}
+    key = _key(report, cfg, {"report": cfg.report, "curation": cfg.curation, "facts": facts}, inputs)
+    ref = run(report.report_task, report, key, cfg=c, world=w, base_eval=eb, iterations=shown,
+              base_metrics=base_metrics, facts=facts)
+    folder = Path(ref["path"])
+    tracker.log_artifact(parent, folder / "report.html")
+    for name in ref["meta"].get("pngs", []):
+        tracker.log_artifact(parent, folder / name, "report")
+    return folder / "report.html"
+
+
 def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                  config_path: str | None = None) -> dict:
     """The whole SRC loop; returns {"parent_run_id", "iterations": [metrics per iteration]}."""
@@ -104,6 +125,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     tracker.log_params(parent, {"seed": cfg.seed, "iterations": cfg.iterate.iterations,
                                 "model.base": cfg.model.base, "scorer.mode": cfg.scorer.mode})
     results: list[dict] = []
+    shown: list[dict] = []  # per iteration: the refs the report shows
     try:
         base = base_ref(cfg.model.base)
         wkey = _key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, world.source_files(c))
@@ -150,6 +172,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                                              {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
                                     cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, 0, {"adapter": s, "eval": e0}))
+            shown.append({"iteration": 0, "metrics": results[-1]["metrics"], "eval": e0})
         if judge is not ORACLE_JUDGE and Path(judge.get("judge_dir") or Path(judge["path"]) / "judge").is_dir():
             tracker.log_artifact(parent, judge.get("judge_dir") or Path(judge["path"]) / "judge", "scorer")
         tracker.log_metrics(parent, {f"scorer/{k}": v for k, v in judge["meta"].get("metrics", {}).items()
@@ -177,6 +200,9 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                                     cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, t, {
                 "candidates": cands, "scores": sc, "pairs": prefs, "adapter": ad, "eval": ev}))
+            shown.append({"iteration": t, "metrics": results[-1]["metrics"], "eval": ev,
+                          "candidates": cands, "scores": sc, "pairs": prefs})
+        report_page = log_report(tracker, parent, run, cfg, c, w, eb, shown, base_metrics)
     except BaseException:
         tracker.end_run(parent, "FAILED")
         raise
@@ -197,7 +223,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     )
     return {"parent_run_id": parent, "iterations": results, "wall_seconds": wall, "table": table,
             "timing": timing, "chain": [r["path"] for r in chain], "base_metrics": base_metrics,
-            "tracking_uri": uri, "base_table": format_table(base_summary)}
+            "tracking_uri": uri, "base_table": format_table(base_summary), "report": str(report_page)}
 
 
 @flow(name="src-iterate", log_prints=True, persist_result=False)

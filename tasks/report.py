@@ -1,0 +1,39 @@
+"""Task: the iteration report of a pipeline run (`report.html` and its PNG plots, data/report.py).
+
+Its key hashes the digests of every stage output it shows, so a fully cached re-run reuses the
+page too; it shows no run id (the MLflow run it is logged to says which run it is).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.common import config_of, stage_task
+from tasks.store import produce
+
+STAGE, VERSION = "report", 1
+
+
+def _dir(ref: dict | None) -> Path | None:
+    return Path(ref["path"]) if ref else None
+
+
+def build_report_files(cfg_dict: dict, world: dict, base_eval: dict, iterations: list[dict],
+                       base_metrics: dict, facts: dict, out: Path) -> dict:
+    from data.report import IterationOutputs, build_report
+
+    cfg = config_of(cfg_dict)
+    its = [IterationOutputs(it["iteration"], it["metrics"], Path(it["eval"]["path"]), _dir(it.get("candidates")),
+                            _dir(it.get("scores")), _dir(it.get("pairs")))
+           for it in iterations]
+    files = build_report(Path(world["path"]), its, out, cfg.curation, base_eval_dir=_dir(base_eval),
+                         base_metrics=base_metrics, n_prompts=cfg.report.n_prompts,
+                         n_examples=cfg.report.n_examples, facts=facts)
+    return {"pngs": [p.name for p in files["pngs"]]}
+
+
+@stage_task("report")
+def report_task(key: str, cfg: dict, world: dict, base_eval: dict, iterations: list[dict],
+                base_metrics: dict, facts: dict) -> dict:
+    return produce(STAGE, key, lambda out: build_report_files(cfg, world, base_eval, iterations,
+                                                              base_metrics, facts, out))
