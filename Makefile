@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test lint clean bootstrap bootstrap-judge stages bench bench-quick
+.PHONY: setup run test lint clean bootstrap bootstrap-judge stages bench bench-quick browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,12 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/src run --config configs/builtin.yaml
 
+# headless Chromium + chromedriver (Debian packages) for the browser test; no-op when present
+browser:
+	bash scripts/install_browser.sh
+
 # the whole suite, slow integration tests included (plain `pytest` skips `slow` and `gpu`)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q -m "not gpu"
 
 # every stage once as plain function calls (no Prefect): the library end to end

@@ -83,8 +83,10 @@ def log_report(tracker, parent: str, run: Any, cfg: SRCConfig, c: dict, w: dict,
              "R-Scorer": f"{cfg.scorer.model} ({cfg.scorer.mode})",
              "calibration prompts per iteration": str(cfg.iterate.prompts_per_iteration),
              "candidates per prompt": str(cfg.search.n_candidates)}
-    inputs = {"world": w["digest"], "base_eval": eb["digest"], "metrics": digest([s["metrics"] for s in shown]),
-              "iterations": [[s[k]["digest"] for k in ("eval", "candidates", "scores", "pairs") if k in s]
+    # the outputs behind every number and example it shows (the DPO loss: the adapter's), not the
+    # metrics dicts themselves: those carry timings, which differ between runs of the same outputs
+    inputs = {"world": w["digest"], "base_eval": eb["digest"],
+              "iterations": [[s[k]["digest"] for k in ("eval", "candidates", "scores", "pairs", "adapter") if k in s]
                              for s in shown]}
     key = _key(report, cfg, {"report": cfg.report, "curation": cfg.curation, "facts": facts}, inputs)
     ref = run(report.report_task, report, key, cfg=c, world=w, base_eval=eb, iterations=shown,
@@ -172,7 +174,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                                              {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
                                     cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, 0, {"adapter": s, "eval": e0}))
-            shown.append({"iteration": 0, "metrics": results[-1]["metrics"], "eval": e0})
+            shown.append({"iteration": 0, "metrics": results[-1]["metrics"], "eval": e0, "adapter": s})
         if judge is not ORACLE_JUDGE and Path(judge.get("judge_dir") or Path(judge["path"]) / "judge").is_dir():
             tracker.log_artifact(parent, judge.get("judge_dir") or Path(judge["path"]) / "judge", "scorer")
         tracker.log_metrics(parent, {f"scorer/{k}": v for k, v in judge["meta"].get("metrics", {}).items()
@@ -201,7 +203,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
             results.append(log_iteration(tracker, parent, t, {
                 "candidates": cands, "scores": sc, "pairs": prefs, "adapter": ad, "eval": ev}))
             shown.append({"iteration": t, "metrics": results[-1]["metrics"], "eval": ev,
-                          "candidates": cands, "scores": sc, "pairs": prefs})
+                          "candidates": cands, "scores": sc, "pairs": prefs, "adapter": ad})
         report_page = log_report(tracker, parent, run, cfg, c, w, eb, shown, base_metrics)
     except BaseException:
         tracker.end_run(parent, "FAILED")

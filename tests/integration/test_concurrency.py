@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import run_env
-from tests.integration.test_flow import ROOT, stage_digests
+from tests.integration.smoke import ROOT, stage_digests
 
 pytestmark = pytest.mark.slow  # minutes of real runs: `make test` runs them, plain `pytest` does not
 
