@@ -49,13 +49,32 @@ class FilesConfig(Section):
     )
     max_image_bytes: int = Field(64 << 20, ge=1, description="larger image files are rejected rows")
     max_image_pixels: int = Field(40_000_000, ge=1, description="larger images are rejected rows")
+    append_choices: bool = Field(True, description="multiple-choice rows: append '\\nOptions: (A) .. (B) ..' "
+                                 "to the question (off when your questions already list them)")
+
+
+class HFConfig(Section):
+    """`data.world=hf`: a Hugging Face dataset (data/hf.py). Column mapping (schema 'columns'),
+    image limits and append_choices are those of data.files."""
+
+    dataset: str | None = Field(None, description="hub id (offline: from the local cache) or local path")
+    name: str | None = Field(None, description="the dataset's configuration name, if it has several")
+    mapping: Literal["aokvqa", "scienceqa", "columns"] = Field(
+        "columns", description="how rows map to our fields: 'aokvqa', 'scienceqa', or 'columns' "
+        "(data.files.columns)")
+    rationale_split: str = Field("train", description="the dataset's split for rationale SFT rows")
+    pool_split: str = Field("train", description="split of the calibration pool (after the rationale "
+                            "rows when it is the same split)")
+    eval_split: str = Field("validation", description="split of the held-out questions")
 
 
 class DataConfig(Section):
-    world: Literal["shapes", "files"] = Field(
-        "shapes", description="'shapes': the built-in world; 'files': data.files tables"
+    world: Literal["shapes", "files", "hf"] = Field(
+        "shapes", description="'shapes': the built-in world; 'files': data.files tables; "
+        "'hf': a Hugging Face dataset (data.hf)"
     )
     files: FilesConfig = Field(default_factory=FilesConfig)
+    hf: HFConfig = Field(default_factory=HFConfig)
     max_reject_frac: float = Field(
         0.05, ge=0.0, le=1.0, description="stop before any model work above this share of bad rows"
     )
@@ -92,6 +111,8 @@ class DataConfig(Section):
                     raise ValueError(f"data.files.{k}: {v!r} does not exist")
             if self.files.image_dir and not Path(self.files.image_dir).is_dir():
                 raise ValueError(f"data.files.image_dir: {self.files.image_dir!r} is not a folder")
+        if self.world == "hf" and not self.hf.dataset:
+            raise ValueError("data.world='hf' needs data.hf.dataset (a hub id or a local path)")
         known = {"count_color", "count_shape", "color_of", "exists", "left_right"}
         bad = [f for f in self.families if f not in known]
         if bad or not self.families:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+
 import pandas as pd
 
+from data.scoring import format_choices
 from data.shapes import format_response
 from data.validate import DataError, Limits, validate_rows
 
@@ -70,25 +72,38 @@ def map_columns(rows: list[dict], columns: list[str], mapping: dict[str, str], p
 
 
 def load_split(path: str | Path, split: str, mapping: dict[str, str], image_dir: str | Path | None,
-               need_rationale: bool, limits: Limits) -> tuple[list[dict], list[dict], int]:
+               need_rationale: bool, limits: Limits, append_choices: bool = True
+               ) -> tuple[list[dict], list[dict], int]:
     """(records, rejected rows, rows read) of one split's table."""
     path = Path(path)
     raw, columns = read_table(path)
     rows = map_columns(raw, columns, mapping, path)
     folder = Path(image_dir) if image_dir else path.parent
-    good, bad = validate_rows(rows, split=split, file=str(path), image_dir=folder,
+    out, bad = to_records(rows, split, str(path), folder, need_rationale, limits, append_choices)
+    return out, bad, len(raw)
+
+
+def to_records(rows: list[dict], split: str, file: str, image_dir: Path | None, need_rationale: bool,
+               limits: Limits, append_choices: bool = True) -> tuple[list[dict], list[dict]]:
+    """Rows in our field names -> (records every stage reads, rejected rows). A multiple-choice
+    row (with `choices`) gets its options appended to the question when `append_choices`, and
+    its gold answer as the option's text (a gold letter is resolved by data.validate)."""
+    good, bad = validate_rows(rows, split=split, file=file, image_dir=image_dir,
                               need_rationale=need_rationale, limits=limits)
     out = []
     for r in good:
         rationale = r.get("rationale")
+        question = r["question"]
+        if r.get("choices") and append_choices:
+            question = format_choices(question, r["choices"])
         out.append({
             "id": r["id"], "split": split, "family": r.get("family") or "all",
-            "question": r["question"], "answer": r["answer"], "rationale": rationale,
+            "question": question, "answer": r["answer"], "rationale": rationale,
             "response": format_response(rationale, r["answer"]) if rationale else None,
             "short_response": format_response("", r["answer"]), "reference": r.get("reference"),
             "facts": r.get("facts"), "choices": r.get("choices"), "image": r["image"],
         })
-    return out, bad, len(raw)
+    return out, bad
 
 
 def source_digest(paths: list[str | Path], image_dir: str | Path | None) -> str:

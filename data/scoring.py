@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from data.shapes import COLORS, SHAPES
@@ -40,15 +41,66 @@ def normalize_answer(text: str) -> str:
     return re.sub(r"\s+", " ", t).strip()
 
 
-def parse_response(text: str) -> Parsed:
-    """Split `<rationale> Answer: <answer>.` at the last `Answer:`; never guesses."""
+def parse_response(text: str, choices: Sequence[str] | None = None) -> Parsed:
+    """Split `<rationale> Answer: <answer>.` at the last `Answer:`; never guesses.
+
+    With `choices` (a multiple-choice question) an answer naming an option, by its letter or
+    by its text, becomes that option's normalised text (`match_choice`); anything else stays as
+    written (and is wrong against an option).
+    """
     matches = list(re.finditer(r"answer\s*:", text, re.IGNORECASE))
     if not matches:
         return Parsed(rationale=text.strip(), answer=None)
     last = matches[-1]
     rationale = text[: last.start()].strip()
-    answer = normalize_answer(text[last.end():].split("\n")[0])
+    raw = text[last.end():].split("\n")[0]
+    answer = (match_choice(raw, choices) if choices else None) or normalize_answer(raw)
     return Parsed(rationale=rationale, answer=answer or None)
+
+
+# "B", "(B)", "B.", "B)", "option B", "(B) blue": a letter, optionally followed by the option text
+_LETTER = re.compile(r"^\s*(?:option\s+)?\(?([a-z])\)?(?:[.):]|\s|$)\s*(.*?)\s*[.!]?\s*$", re.IGNORECASE)
+
+
+def choice_index(raw: str, choices: Sequence[str]) -> int | None:
+    """Which option `raw` names, by its text or its letter; None when it names none.
+
+    Examples with choices ["red", "blue", "a bird"]: "blue" / "Blue." / "B" / "(b)" / "B. blue"
+    -> 1; "A" -> 0; "bird" -> 2 (articles go); "green" / "D" / "B. red" (the letter and the text
+    disagree) -> None. The text is tried first, so an option that is itself one letter still
+    matches as text.
+    """
+    options = [normalize_answer(str(c)) for c in choices]
+    text = normalize_answer(raw)
+    if text and text in options:
+        return options.index(text)
+    m = _LETTER.match(raw)
+    if m:
+        k = ord(m.group(1).lower()) - ord("a")
+        rest = normalize_answer(m.group(2))
+        if k < len(options) and (not rest or rest == options[k]):
+            return k
+    return None
+
+
+def match_choice(raw: str, choices: Sequence[str]) -> str | None:
+    """The normalised text of the option `raw` names (`choice_index`), else None."""
+    k = choice_index(raw, choices)
+    return None if k is None else normalize_answer(str(choices[k]))
+
+
+def gold_answer(gold: str, choices: Sequence[str] | None = None) -> str:
+    """The normalised gold answer; with choices, a gold given as a letter becomes its option."""
+    return (match_choice(str(gold), choices) if choices else None) or normalize_answer(str(gold))
+
+
+def answer_letter(k: int) -> str:
+    return chr(ord("A") + k)
+
+
+def format_choices(question: str, choices: Sequence[str]) -> str:
+    """The question as a multiple-choice prompt: `<question>\nOptions: (A) red (B) blue`."""
+    return f"{question.strip()}\nOptions: " + " ".join(f"({answer_letter(k)}) {c}" for k, c in enumerate(choices))
 
 
 def split_sentences(text: str) -> list[str]:

@@ -20,6 +20,8 @@ from typing import Any, Sequence
 
 from PIL import Image
 
+from data.scoring import choice_index
+
 TEXT_FIELDS = ("rationale", "reference", "family", "facts")
 
 
@@ -145,6 +147,12 @@ def validate_rows(rows: Sequence[dict], *, split: str, file: str, image_dir: Pat
                     choices, "tolist") else None
                 if not choices or not all(isinstance(c, str) for c in choices):
                     faults.append(("choices", "wrong type (expected a list of text options)"))
+                elif not _missing(answer) and isinstance(answer, (str, int, float)):
+                    k = choice_index(str(answer), choices)  # gold by letter or text -> its option
+                    if k is None:
+                        faults.append(("answer", f"{str(answer)[:40]!r} is none of the choices {choices[:6]}"))
+                    else:
+                        answer = choices[k]
             else:
                 choices = None
             data, why = _image_bytes(raw.get("image"), image_dir)

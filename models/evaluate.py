@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from data.config import EvalConfig, ScorerConfig
 from data.metrics import score_records, summarize
-from data.scoring import normalize_answer, parse_response
+from data.scoring import gold_answer, parse_response
 from models.generation import generate_greedy
 
 
@@ -54,13 +54,13 @@ def _judge_based(records, responses, judge) -> tuple[dict, list[dict]]:
     points = score_points(model, tokenizer, items, cfg)
     rows = []
     for r, resp, p in zip(records, responses, points):
-        parsed = parse_response(resp)
+        parsed = parse_response(resp, r.get("choices"))
         good = float(p["p_good"] >= 0.5)
         rows.append({
             "id": r.get("id"), "family": r.get("family") or "all", "question": r["question"],
             "gold": r.get("answer"), "response": resp, "answer": parsed.answer,
             "accuracy": float(parsed.ok and r.get("answer") is not None
-                              and parsed.answer == normalize_answer(str(r["answer"]))),
+                              and parsed.answer == gold_answer(r["answer"], r.get("choices"))),
             "format_rate": float(parsed.ok), "consistency": good, "factuality": good,
             "length": float(len(resp.split())),
         })

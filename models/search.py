@@ -330,7 +330,8 @@ def search_candidates(
         images = [items[i]["image"] for i in owner]
         questions = [items[i]["question"] for i in owner]
         lps = completion_logprobs(model, processor, images, questions, texts, cfg.batch_size)
-        parsed = [parse_response(t) for t in texts]
+        # a multiple-choice answer ("B", "(B) blue") becomes its option's text: curation compares texts
+        parsed = [parse_response(t, items[owner[k]].get("choices")) for k, t in enumerate(texts)]
         # A well-formed response is `<rationale> Answer: <answer>.` already: reuse its pass.
         same = {k for k, p in enumerate(parsed)
                 if p.ok and format_response(p.rationale, p.answer) == texts[k]}

@@ -30,7 +30,7 @@ from importlib import resources
 from typing import Any
 
 from data.config import TeacherConfig
-from data.scoring import normalize_answer, parse_response
+from data.scoring import gold_answer, parse_response
 
 Progress = Callable[[int, int], None] | None
 RATIONALE_TEMPLATE = "teacher_rationale.txt"
@@ -168,12 +168,12 @@ def filter_rationales(records: Sequence[dict[str, Any]],
         if reply is None:
             dropped.append({"id": rec["id"], "reason": "request_failed", "raw": error})
             continue
-        parsed = parse_response(reply)
+        parsed = parse_response(reply, rec.get("choices"))
         if not parsed.ok:
             reason = "unparsable"
         elif not parsed.rationale:
             reason = "empty_rationale"
-        elif parsed.answer != normalize_answer(str(rec["answer"])):
+        elif parsed.answer != gold_answer(rec["answer"], rec.get("choices")):
             reason = "answer_mismatch"
         else:
             rationale = " ".join(parsed.rationale.split())

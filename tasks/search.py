@@ -27,7 +27,8 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
     pool = read_records(Path(world["path"]) / "pool.parquet")
     lo, hi = pool_slice(len(pool), cfg.iterate.prompts_per_iteration, iteration)
     rows = [pool[i % len(pool)] for i in range(lo, hi)]
-    items = [{"prompt_id": r["id"], "image": as_image(r["image"], r["id"]), "question": r["question"]}
+    items = [{"prompt_id": r["id"], "image": as_image(r["image"], r["id"]), "question": r["question"],
+              **({"choices": list(r["choices"])} if r.get("choices") is not None else {})}
              for r in rows]
     seed = cfg.seed * 1000 + iteration
     # shards are checkpointed: a kill late in the search resumes from the last finished shard

@@ -4,7 +4,16 @@ import json
 
 import pytest
 
-from data.scoring import normalize_answer, parse_claims, parse_response, score_shapes, split_sentences
+from data.scoring import (
+    choice_index,
+    format_choices,
+    gold_answer,
+    normalize_answer,
+    parse_claims,
+    parse_response,
+    score_shapes,
+    split_sentences,
+)
 
 # A hand-made 3x3 scene: red circle top-left, red square bottom-right, blue triangle middle-center.
 SCENE = {
@@ -143,3 +152,31 @@ def test_left_right_from_positions_and_from_relation():
     # the relation contradicts the stated positions: nothing follows
     s = score_shapes(both + "The red circle is right of the blue triangle. Answer: no.", f, "yes")
     assert not s.consistent
+
+
+# ---------------------------------------------------------------- multiple choice
+
+CHOICES = ["red", "blue", "a bird"]
+
+
+@pytest.mark.parametrize("raw, k", [
+    ("blue", 1), ("Blue.", 1), ("B", 1), ("(b)", 1), ("B. blue", 1), ("(B) blue.", 1), ("b) blue", 1),
+    ("option C", 2), ("A", 0), ("bird", 2), ("the bird", 2),
+    ("green", None), ("D", None), ("B. red", None), ("", None), ("bluebird", None),
+])
+def test_choice_index_by_letter_or_text(raw, k):
+    assert choice_index(raw, CHOICES) == k
+
+
+def test_a_multiple_choice_answer_parses_to_its_option_text():
+    assert parse_response("It is up high. Answer: C.", CHOICES).answer == "bird"
+    assert parse_response("Answer: (A)", CHOICES).answer == "red"
+    # without choices "A" normalises to nothing (an article): unparsable, as before
+    assert parse_response("Answer: A.").answer is None
+    assert parse_response("Answer: green.", CHOICES).answer == "green"  # no option: kept, and wrong
+    assert gold_answer("B", CHOICES) == "blue" and gold_answer("a bird", CHOICES) == "bird"
+    assert gold_answer("The Cat") == "cat"
+
+
+def test_format_choices_lists_the_options_by_letter():
+    assert format_choices("What is it? ", CHOICES) == "What is it?\nOptions: (A) red (B) blue (C) a bird"

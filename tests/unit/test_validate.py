@@ -101,6 +101,14 @@ def test_choices_as_a_list_or_a_json_cell():
     assert good == [] and bad[0]["field"] == "choices"
 
 
+def test_a_multiple_choice_gold_is_one_of_the_options_by_letter_or_text():
+    good, bad = validate_rows([dict(GOOD, id="a", answer="B", choices=["green", "Red"]),
+                               dict(GOOD, id="b", answer="red", choices=["green", "Red"]),
+                               dict(GOOD, id="c", answer="blue", choices=["green", "Red"])], split="eval", file="f")
+    assert [(g["id"], g["answer"]) for g in good] == [("a", "Red"), ("b", "Red")]  # the option as written
+    assert [(b["id"], b["field"]) for b in bad] == [("c", "answer")] and "none of the choices" in bad[0]["reason"]
+
+
 def test_image_limits_are_config():
     assert check_image(png(20, 20), Limits(max_image_pixels=399)).startswith("image too large: 20x20")
     assert check_image(png(20, 20), Limits(max_image_bytes=10)).startswith("file too large")
