@@ -60,10 +60,12 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = {k: summary[k] for k in ("accuracy", "consistency", "factuality", "format_rate")}
         stamp(t0, f"{name}:\n{format_table(summary)}")
 
-    model, processor = build_policy(base, [], device=cfg.model.device)
+    model, processor = build_policy(base, [], dtype=cfg.model.dtype, device=cfg.model.device,
+                                    trust_remote_code=cfg.model.trust_remote_code)
+    ckpt = cfg.model.gradient_checkpointing
     evaluate(model, processor, "base")
     sft = train_rationale_sft(model, processor, generate("rationale", cfg.data.n_rationale, cfg.data, cfg.seed),
-                              cfg.rationale_sft, out / "sft", cfg.seed)
+                              cfg.rationale_sft, out / "sft", cfg.seed, gradient_checkpointing=ckpt)
     stamp(t0, f"rationale SFT: {sft}")
     evaluate(model, processor, "rationale_tuned")
 
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     stamp(t0, f"curation: {results['curate']} dropped {cur.dropped}")
     pairs = [{**p, "image": by_id[p["prompt_id"]]["image"]} for p in cur.pairs]
     if pairs:
-        dm = train_dpo(model, processor, pairs, cfg.dpo, out / "dpo1", cfg.seed)
+        dm = train_dpo(model, processor, pairs, cfg.dpo, out / "dpo1", cfg.seed, gradient_checkpointing=ckpt)
         results["dpo"] = {k: v for k, v in dm.items() if isinstance(v, (int, float))}
         stamp(t0, f"DPO: {results['dpo']}")
         evaluate(model, processor, "iteration_1")

@@ -1,0 +1,76 @@
+"""The 7B model presets (configs/<preset>.yaml), each run through every SRC stage on CPU with its
+architecture shrunk to random-weight tiny models (models/tiny_archs.py): rationale SFT, search,
+pairwise scoring, curation, DPO and evaluation, as plain stage calls (scripts/run_stages.py).
+
+The test changes only what a CPU cannot do or what makes a tiny random model learn the answer
+format in seconds: the model folders, float32 instead of bfloat16, the built-in world instead
+of A-OKVQA, and small sizes and steps. Architecture, gradient checkpointing, LoRA targets, the
+judge's prompt style and every other field are the preset's own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.smoke import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+
+# preset -> (tiny arch, the architecture class of the preset's real checkpoint)
+PRESETS = {
+    "llava-1.5-7b": ("llava", "LlavaForConditionalGeneration"),
+    "llava-next-8b": ("llava_next", "LlavaNextForConditionalGeneration"),
+    "qwen2-vl-7b": ("qwen2_vl", "Qwen2VLForConditionalGeneration"),
+    "qwen2.5-vl-7b": ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"),
+}
+TINY = [
+    "data.world=shapes", "data.n_rationale=200", "data.n_eval=12", "model.dtype=float32", "model.device=cpu",
+    "rationale_sft.max_steps=80", "rationale_sft.batch_size=8", "rationale_sft.learning_rate=3e-3",
+    "rationale_sft.lora.train_lm_head=true", "search.beams=2", "search.per_beam=2", "search.n_candidates=3",
+    "search.max_sentences=3", "search.max_sentence_tokens=12", "search.batch_size=8",
+    "iterate.prompts_per_iteration=4", "scorer.n_heldout=4", "scorer.max_length=512", "scorer.batch_size=8",
+    "curation.delta=0", "curation.require_correct_chosen=false", "dpo.max_steps=2", "dpo.batch_size=2",
+    "eval.max_new_tokens=24", "eval.batch_size=8", "runtime.num_threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_judge(tmp_path_factory) -> Path:
+    """The R-Scorer preset's architecture (Qwen2.5: Qwen2ForCausalLM), over the built-in judge's
+    tokenizer (its verdict words are single tokens)."""
+    from transformers import AutoTokenizer
+
+    from models.tiny_archs import build_arch
+
+    out = tmp_path_factory.mktemp("judge") / "qwen2"
+    return build_arch("qwen2", AutoTokenizer.from_pretrained(ROOT / "models/builtin/judge"), out)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_the_preset_runs_every_stage_with_its_architecture_shrunk(preset, tiny_judge, tmp_path):
+    from transformers import AutoTokenizer
+
+    import run_stages
+    from data.config import load_config
+    from models.tiny_archs import build_arch
+
+    arch, real_class = PRESETS[preset]
+    cfg = load_config(ROOT / "configs" / f"{preset}.yaml")
+    assert cfg.model.dtype == "bfloat16" and cfg.model.gradient_checkpointing
+    assert cfg.rationale_sft.lora.target_modules == "all-linear" == cfg.dpo.lora.target_modules
+    assert cfg.scorer.model == "Qwen/Qwen2.5-1.5B-Instruct"
+    base = build_arch(arch, AutoTokenizer.from_pretrained(ROOT / "models/builtin/base"), tmp_path / arch)
+    assert json.loads((base / "config.json").read_text())["architectures"] == [real_class]
+    out = run_stages.main(["--config", f"configs/{preset}.yaml", "--out", str(tmp_path / "run"),
+                           f"model.base={base}", f"scorer.model={tiny_judge}", *TINY])
+    assert set(out) >= {"base", "rationale_tuned", "scorer", "curate", "dpo", "iteration_1"}
+    assert out["curate"]["curate/kept"] >= 1 and out["scorer"]["judge/n_decisive_pairs"] > 0
+    assert math.isfinite(out["dpo"]["loss"]) and out["dpo"]["steps"] == 2
+    adapter = json.loads((tmp_path / "run" / "dpo1" / "adapter_config.json").read_text())
+    # LoRA on the language model only: the vision tower and projector stay as they are
+    assert "language_model" in adapter["target_modules"] and "visual" not in adapter["target_modules"]
