@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bench import efficacy
+from bench.gpu_check import ROOT
 
 
 def _m(acc, cons, se=0.01, **extra):
@@ -54,3 +55,21 @@ def test_targets_gain_in_standard_errors_ablations_and_oracle_share():
     acc2 = t2["SRC iteration 2 accuracy gain over iteration 0"]
     assert acc2["value"] == pytest.approx(0.09) and acc2["z"] < 3 and not acc2["met"]
     assert t2["R-Scorer accuracy gain / oracle accuracy gain"]["value"] == pytest.approx(1.0)
+
+
+def test_the_gpu_check_runs_its_stages_on_the_tiny_shape(tmp_path):
+    """bench/gpu_check.py with `--shape tiny` on CPU: the same code the GPU check runs at 7B."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "gc.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--shape", "tiny", "--device", "cpu",
+                           "--prompts", "2", "--dpo-steps", "1", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fig = json.loads(out.read_text())
+    assert fig["candidates"] >= 2 * 2 and fig["search_tokens_per_s"] > 0
+    assert fig["scored_pairs"] > 0 and fig["scoring_pairs_per_s"] > 0
+    assert fig["dpo_pairs"] == 2 and fig["dpo_step_s"] > 0
+    assert "search_tokens_per_s: " in proc.stdout and "dpo_step_s: " in proc.stdout
