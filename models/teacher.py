@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
+import threading
 import time
+import uuid
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from data.config import TeacherConfig
@@ -66,9 +70,18 @@ def describe_messages(png: bytes) -> list[dict[str, Any]]:
 
 @dataclass
 class TeacherClient:
-    """Minimal OpenAI chat-completions client: POST `{endpoint}/chat/completions`, retried."""
+    """Minimal OpenAI chat-completions client: POST `{endpoint}/chat/completions`, retried.
+
+    With `cache_dir`, every successful reply is kept under the sha256 of the request body (the
+    model name, the messages with the image bytes in them, temperature, max_tokens): a re-run
+    asks nothing twice, and a changed prompt, image or model asks again. Failures are not
+    cached. `hits` / `misses` count this client's look-ups.
+    """
 
     cfg: TeacherConfig
+    cache_dir: Path | None = None
+    hits: int = 0
+    misses: int = 0
 
     def __post_init__(self) -> None:
         if not self.cfg.endpoint or not self.cfg.model:
@@ -76,6 +89,30 @@ class TeacherClient:
                              f"{self.cfg.endpoint!r}, model={self.cfg.model!r})")
         self.url = self.cfg.endpoint.rstrip("/") + "/chat/completions"
         self.api_key = os.environ.get(self.cfg.api_key_env, "")
+        self._count = threading.Lock()
+
+    def _cached(self, body: bytes) -> tuple[Path | None, str | None]:
+        if self.cache_dir is None:
+            return None, None
+        key = hashlib.sha256(body).hexdigest()
+        path = Path(self.cache_dir) / key[:2] / f"{key}.json"
+        try:
+            reply = json.loads(path.read_text())["reply"]
+        except (OSError, ValueError, KeyError):  # absent, or cut short by a kill: ask again
+            reply = None
+        with self._count:
+            if reply is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+        return path, reply
+
+    @staticmethod
+    def _keep(path: Path, reply: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # threads write in parallel
+        tmp.write_text(json.dumps({"reply": reply}))
+        os.replace(tmp, path)
 
     def chat(self, messages: list[dict[str, Any]]) -> str:
         """The reply text of one chat request.
@@ -86,7 +123,10 @@ class TeacherClient:
         """
         body = json.dumps({"model": self.cfg.model, "messages": messages,
                            "temperature": self.cfg.temperature,
-                           "max_tokens": self.cfg.max_tokens}).encode()
+                           "max_tokens": self.cfg.max_tokens}, sort_keys=True).encode()
+        cache, reply = self._cached(body)
+        if reply is not None:
+            return reply
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -98,7 +138,10 @@ class TeacherClient:
                 req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
                     reply = json.loads(resp.read().decode("utf-8"))
-                return str(reply["choices"][0]["message"]["content"])
+                text = str(reply["choices"][0]["message"]["content"])
+                if cache is not None:
+                    self._keep(cache, text)
+                return text
             except urllib.error.HTTPError as err:
                 last = f"HTTP {err.code} from {self.url}: {err.read()[:200]!r}"
                 if 400 <= err.code < 500 and err.code != 429:  # our request is wrong: no retry

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from data.records import read_records, write_records
 from tasks.common import config_of, load_policy, log, progress_logger, stage_task
-from tasks.store import drop_partial, partial_dir, produce, write_json
+from tasks.store import drop_partial, partial_dir, produce, state_dir, write_json
 
 STAGE, VERSION = "rationale_sft", 1
 
@@ -35,12 +35,14 @@ def _teacher_rationales(cfg, records: list[dict], out: Path) -> tuple[list[dict]
     """Rationale source (b): the teacher writes them; kept and dropped rows are both saved."""
     from models.teacher import TeacherClient, synthesize_rationales
 
-    kept, dropped = synthesize_rationales(TeacherClient(cfg.teacher), records,
-                                          progress_logger("teacher"))
+    # replies are cached in the state dir: a re-run (or a resumed crash) asks nothing twice
+    client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
+    kept, dropped = synthesize_rationales(client, records, progress_logger("teacher"))
     write_records(kept, out / "teacher_rationales.parquet")
     write_records(dropped, out / "teacher_dropped.parquet")
     reasons = dict(Counter(row["reason"] for row in dropped))
-    log()(f"[teacher] kept {len(kept)} of {len(records)} rationales; dropped {reasons}")
+    log()(f"[teacher] kept {len(kept)} of {len(records)} rationales; dropped {reasons}; "
+          f"{client.hits} replies from the cache, {client.misses} asked")
     if not kept:
         first = dropped[0] if dropped else {}
         raise ValueError(f"teacher {cfg.teacher.model!r} at {cfg.teacher.endpoint}: no rationale "

@@ -80,3 +80,27 @@ def test_real_server_round_trip(served):
     described, failed = describe_images(client, recs[:2])
     assert len(described) + len(failed) == 2
     assert all(r["reference"] for r in described)
+
+
+def test_the_cache_asks_nothing_twice_and_a_changed_request_asks_again(served, tmp_path):
+    url, model, processor = served
+    cfg = TeacherConfig(endpoint=url, model="tiny-llava", max_tokens=16)
+    recs = generate("rationale", 4, DataConfig())
+    first = TeacherClient(cfg, cache_dir=tmp_path / "cache")
+    kept1, dropped1 = synthesize_rationales(first, recs)
+    assert (first.hits, first.misses) == (0, 4)
+    again = TeacherClient(cfg, cache_dir=tmp_path / "cache")
+    kept2, dropped2 = synthesize_rationales(again, recs)
+    assert (again.hits, again.misses) == (4, 0) and (kept2, dropped2) == (kept1, dropped1)
+    # a new question, a longer reply budget or another image is a new request
+    changed = [dict(recs[0], question=recs[0]["question"] + " Really?"), dict(recs[1], image=recs[2]["image"])]
+    third = TeacherClient(cfg, cache_dir=tmp_path / "cache")
+    synthesize_rationales(third, changed)
+    assert (third.hits, third.misses) == (0, 2)
+    longer = TeacherClient(TeacherConfig(endpoint=url, model="tiny-llava", max_tokens=17), cache_dir=tmp_path / "cache")
+    synthesize_rationales(longer, recs[:1])
+    assert longer.misses == 1
+    # the server is gone: the cached replies still come back, the others fail as rows
+    offline = TeacherClient(TeacherConfig(endpoint="http://127.0.0.1:9/v1", model="tiny-llava", max_tokens=16,
+                                          retries=0, timeout_s=2), cache_dir=tmp_path / "cache")
+    assert synthesize_rationales(offline, recs) == (kept1, dropped1) and offline.hits == 4
