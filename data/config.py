@@ -271,6 +271,12 @@ class TrackingConfig(Section):
 class RuntimeConfig(Section):
     num_threads: int = runtime(0, "torch threads; 0 = torch's default")
     progress: bool = runtime(True, "show progress bars / log lines")
+    launcher: Literal["local", "accelerate"] = runtime(
+        "local", "where rationale SFT and DPO train: 'local' (this process) or 'accelerate' (an "
+        "`accelerate launch` of runtime.accelerate_config: DDP, FSDP, DeepSpeed; tasks/launch.py)")
+    accelerate_config: str | None = runtime(
+        None, "accelerate config file, e.g. configs/accelerate/ddp.yaml (launcher=accelerate)")
+    num_processes: int = runtime(0, "processes to launch (one per GPU); 0 = the config file's", ge=0)
 
 
 class SRCConfig(Section):
@@ -296,6 +302,11 @@ class SRCConfig(Section):
                 "rationale_sft.source='teacher' needs teacher.endpoint and teacher.model "
                 f"(got endpoint={self.teacher.endpoint!r}, model={self.teacher.model!r})"
             )
+        rt = self.runtime
+        if rt.launcher == "accelerate":
+            if not rt.accelerate_config or not Path(rt.accelerate_config).is_file():
+                raise ValueError(f"runtime.launcher='accelerate' needs runtime.accelerate_config, an accelerate "
+                                 f"config file such as configs/accelerate/ddp.yaml (got {rt.accelerate_config!r})")
         return self
 
 

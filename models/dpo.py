@@ -58,6 +58,7 @@ from models.policy import (
     ProgressReporter,
     finish_adapter,
     peft_lora_config,
+    per_device_batch,
     run_trainer,
     trainer_defaults,
 )
@@ -283,7 +284,7 @@ def train_dpo(
     args = TRLDPOConfig(
         output_dir=str(checkpoint_dir or out),
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=per_device_batch(cfg.batch_size, "dpo.batch_size"),
         learning_rate=cfg.learning_rate,
         beta=cfg.beta,
         loss_type=list(cfg.loss_type),

@@ -24,6 +24,7 @@ and `finish_adapter` (save, merge, clean up).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -163,6 +164,19 @@ def peft_lora_config(model: torch.nn.Module, cfg: LoraConfig) -> PeftLoraConfig:
         # Training the output head itself fixes exactly that (TRL refuses LoRA on lm_head).
         modules_to_save=["lm_head"] if cfg.train_lm_head else None,
     )
+
+
+def per_device_batch(batch_size: int, what: str = "batch_size") -> int:
+    """Examples per process so that the global batch stays `batch_size` under a distributed
+    launch (`WORLD_SIZE` processes): the result then does not depend on the GPU count.
+
+    Raises:
+        ValueError: `batch_size` is not a multiple of the number of processes.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if batch_size % world:
+        raise ValueError(f"{what}={batch_size} is not a multiple of the {world} training processes")
+    return batch_size // world
 
 
 def trainer_defaults(

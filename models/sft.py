@@ -37,6 +37,7 @@ from models.policy import (
     ProgressReporter,
     finish_adapter,
     peft_lora_config,
+    per_device_batch,
     run_trainer,
     trainer_defaults,
 )
@@ -121,7 +122,7 @@ def train_rationale_sft(
     args = SFTConfig(
         output_dir=str(checkpoint_dir or out),
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=per_device_batch(cfg.batch_size, "rationale_sft.batch_size"),
         learning_rate=cfg.learning_rate,
         completion_only_loss=True,  # loss on the response, never on the question
         **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm, checkpoint_dir,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records
-from tasks.common import config_of, load_policy, progress_logger, stage_task
+from tasks.common import config_of, load_policy, log, progress_logger, stage_task
 from tasks.store import drop_partial, partial_dir, produce, write_json
 
 STAGE, VERSION = "dpo", 1
@@ -16,6 +16,10 @@ def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world:
     from models.dpo import train_dpo
 
     cfg = config_of(cfg_dict)
+    if cfg.runtime.launcher == "accelerate":  # every process runs this function (tasks/launch.py)
+        from tasks.launch import launch
+
+        return launch(STAGE, cfg_dict, {"base": base, "chain": chain, "pairs": pairs, "world": world}, out, log())
     model, processor = load_policy(cfg, base, chain)
     prefs = read_records(Path(pairs["path"]) / "preference_pairs.parquet")
     pool = {r["id"]: r["image"] for r in read_records(Path(world["path"]) / "pool.parquet")}

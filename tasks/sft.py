@@ -16,6 +16,10 @@ def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "")
     from models.sft import train_rationale_sft
 
     cfg = config_of(cfg_dict)
+    if cfg.runtime.launcher == "accelerate":  # every process runs this function (tasks/launch.py)
+        from tasks.launch import launch
+
+        return launch(STAGE, cfg_dict, {"base": base, "world": world}, out, log())
     model, processor = load_policy(cfg, base, [])
     records = read_records(Path(world["path"]) / "rationale.parquet")
     teacher = {}
