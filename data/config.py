@@ -277,6 +277,12 @@ class RuntimeConfig(Section):
     accelerate_config: str | None = runtime(
         None, "accelerate config file, e.g. configs/accelerate/ddp.yaml (launcher=accelerate)")
     num_processes: int = runtime(0, "processes to launch (one per GPU); 0 = the config file's", ge=0)
+    ray_address: str | None = runtime(
+        None, "candidate search and pairwise scoring as shards on Ray (tasks/distributed.py): None = "
+        "in this process; 'local' = a local cluster of runtime.ray_workers; 'auto' or "
+        "'ray://host:10001' = an existing cluster")
+    ray_workers: int = runtime(2, "shards (one model replica each) of a Ray stage", ge=1)
+    ray_num_gpus: float = runtime(0.0, "GPUs per shard task (1 on a GPU cluster: a replica per GPU)", ge=0)
 
 
 class SRCConfig(Section):

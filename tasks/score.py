@@ -5,16 +5,45 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
-from tasks.common import config_of, progress_logger, stage_task
-from tasks.store import produce
+from tasks.common import config_of, progress_logger, stage_task  # before prefect: its env
+from prefect import task  # noqa: I001
+from tasks.store import drop_partial, produce, shard_file
 
 STAGE, VERSION = "score", 1
 ORACLE = "oracle"  # scorer.model: the exact scorer of the built-in world judges (data/judging.py)
 
 
-def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path) -> dict:
-    from data.judging import judge_items, oracle_pairs, oracle_points
+@task(name="score-shard", retries=1)
+def score_shard(cfg: dict, judge: dict, candidates: dict, key: str, lo: int, hi: int) -> str:
+    """Judging items [lo, hi) on a Ray worker (tasks/distributed.py): its own judge replica;
+    the rows go to the stage's shard checkpoint, which the merge reads."""
+    f = shard_file(STAGE, key, lo, hi)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    if not f.is_file():
+        c = config_of(cfg)
+        items = judge_items_of(candidates)[lo:hi]
+        judge_fn, (model, tokenizer) = _judge(c, judge)
+        write_records(judge_fn(model, tokenizer, items, c.scorer, progress_logger(f"score {lo}-{hi}")), f)
+    return str(f)
+
+
+def judge_items_of(candidates: dict) -> list[dict]:
+    from data.judging import judge_items
+
+    return judge_items(read_records(Path(candidates["path"]) / "candidates.parquet"))
+
+
+def _judge(cfg, judge: dict):
     from models.scorer import load_judge, score_pairs, score_points
+
+    # a trained judge is `<output>/judge`; a given one (scorer.model) is its own path or hub id
+    where = judge.get("judge_dir") or str(Path(judge["path"]) / "judge")
+    judge_fn = score_points if cfg.scorer.mode == "pointwise" else score_pairs
+    return judge_fn, load_judge(where, device=cfg.model.device)
+
+
+def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: str = "") -> dict:
+    from data.judging import judge_items, oracle_pairs, oracle_points
 
     cfg = config_of(cfg_dict)
     cands = read_records(Path(candidates["path"]) / "candidates.parquet")
@@ -22,10 +51,14 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path) -> di
     if cfg.scorer.model == ORACLE:  # the exact scorer in the judge's place (ablation ceiling)
         return _write(cfg, oracle_points(items) if cfg.scorer.mode == "pointwise" else oracle_pairs(items),
                       cands, out)
-    # a trained judge is `<output>/judge`; a given one (scorer.model) is its own path or hub id
-    where = judge.get("judge_dir") or str(Path(judge["path"]) / "judge")
-    model, tokenizer = load_judge(where, device=cfg.model.device)
-    judge_fn = score_points if cfg.scorer.mode == "pointwise" else score_pairs
+    if key and cfg.runtime.ray_address:  # shards on Ray workers, merged in item order
+        from tasks.distributed import map_shards, shard_bounds
+
+        _, bounds = shard_bounds(len(items), cfg.runtime.ray_workers)
+        parts = map_shards(cfg, score_shard, [dict(cfg=cfg_dict, judge=judge, candidates=candidates, key=key,
+                                                   lo=lo, hi=hi) for lo, hi in bounds], "score")
+        return _write(cfg, [r for f in parts for r in read_records(f)], cands, out)
+    judge_fn, (model, tokenizer) = _judge(cfg, judge)
     return _write(cfg, judge_fn(model, tokenizer, items, cfg.scorer, progress_logger("score")), cands, out)
 
 
@@ -44,4 +77,6 @@ def _write(cfg, rows: list[dict], cands: list[dict], out: Path) -> dict:
 
 @stage_task("score", retries=1)
 def score_task(key: str, cfg: dict, judge: dict, candidates: dict) -> dict:
-    return produce(STAGE, key, lambda out: build_scores(cfg, judge, candidates, out))
+    ref = produce(STAGE, key, lambda out: build_scores(cfg, judge, candidates, out, key))
+    drop_partial(STAGE, key)  # Ray shards, once merged
+    return ref

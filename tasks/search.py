@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
-from tasks.common import config_of, load_policy, progress_logger, stage_task
-from tasks.store import drop_partial, produce, sharded
+from tasks.common import config_of, load_policy, progress_logger, stage_task  # before prefect: its env
+from prefect import task  # noqa: I001
+from tasks.store import drop_partial, produce, shard_file, sharded
 
 STAGE, VERSION = "search", 1
 
@@ -17,27 +18,63 @@ def pool_slice(n_pool: int, per_iteration: int, iteration: int) -> tuple[int, in
     return start, start + per_iteration
 
 
-def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, iteration: int,
-                 out: Path, key: str = "") -> dict:
-    from models.search import search_candidates
+def _prompts(cfg, world: dict, iteration: int) -> tuple[list[dict], list[dict]]:
+    """Iteration t's pool rows and the search items made from them."""
     from models.sft import as_image
 
-    cfg = config_of(cfg_dict)
-    model, processor = load_policy(cfg, base, chain)
     pool = read_records(Path(world["path"]) / "pool.parquet")
     lo, hi = pool_slice(len(pool), cfg.iterate.prompts_per_iteration, iteration)
     rows = [pool[i % len(pool)] for i in range(lo, hi)]
     items = [{"prompt_id": r["id"], "image": as_image(r["image"], r["id"]), "question": r["question"],
               **({"choices": list(r["choices"])} if r.get("choices") is not None else {})}
              for r in rows]
+    return rows, items
+
+
+@task(name="search-shard", retries=1)
+def search_shard(cfg: dict, base: dict, chain: list[dict], world: dict, iteration: int, key: str,
+                 lo: int, hi: int) -> str:
+    """Items [lo, hi) of iteration t's search, on a Ray worker (tasks/distributed.py): its own
+    policy replica; the records go to the stage's shard checkpoint, which the merge reads."""
+    from models.search import search_candidates
+
+    f = shard_file(STAGE, key, lo, hi)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    if not f.is_file():  # a retried or resumed shard that finished is not searched again
+        c = config_of(cfg)
+        _, items = _prompts(c, world, iteration)
+        model, processor = load_policy(c, base, chain)
+        write_records(search_candidates(model, processor, items[lo:hi], c.search, seed=c.seed * 1000 + iteration,
+                                        progress=progress_logger(f"search {lo}-{hi}")), f)
+    return str(f)
+
+
+def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, iteration: int,
+                 out: Path, key: str = "") -> dict:
+    from models.search import search_candidates
+
+    cfg = config_of(cfg_dict)
+    rows, items = _prompts(cfg, world, iteration)
     seed = cfg.seed * 1000 + iteration
+    shard_size = cfg.search.shard_size
+    if key and cfg.runtime.ray_address:  # the shards on Ray workers; merged below, as checkpoints
+        from tasks.distributed import map_shards, shard_bounds
+
+        shard_size, bounds = shard_bounds(len(items), cfg.runtime.ray_workers)
+        map_shards(cfg, search_shard, [dict(cfg=cfg_dict, base=base, chain=chain, world=world, iteration=iteration,
+                                            key=key, lo=lo, hi=hi) for lo, hi in bounds], "search")
+    policy: list = []
+
+    def search(part: list[dict], progress=None) -> list[dict]:
+        if not policy:  # loaded on first need: a search whose shards are all done loads no model
+            policy.append(load_policy(cfg, base, chain))
+        model, processor = policy[0]
+        return search_candidates(model, processor, part, cfg.search, seed=seed, progress=progress)
+
     # shards are checkpointed: a kill late in the search resumes from the last finished shard
     # (the random streams are per prompt, so sharding does not change the candidates)
-    cands = sharded(STAGE, key, items, cfg.search.shard_size,
-                    lambda part, progress: search_candidates(model, processor, part, cfg.search, seed=seed,
-                                                             progress=progress),
-                    progress_logger("search")) if key else search_candidates(
-        model, processor, items, cfg.search, seed=seed, progress=progress_logger("search"))
+    cands = (sharded(STAGE, key, items, shard_size, search, progress_logger("search")) if key
+             else search(items, progress_logger("search")))
     by_id = {r["id"]: r for r in rows}
     for c in cands:  # gold and the judge's reference travel with each candidate
         src = by_id[c["prompt_id"]]

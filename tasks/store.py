@@ -160,7 +160,7 @@ def sharded(stage: str, key: str, items: list, shard_size: int,
     out: list[dict] = []
     for lo in range(0, len(items), shard_size):
         hi = min(lo + shard_size, len(items))
-        f = folder / f"shard-{lo:07d}-{hi:07d}.parquet"  # the size is in the name: it may change
+        f = shard_file(stage, key, lo, hi)  # the size is in the name: it may change
         if f.is_file():
             out += read_records(f)
         else:
@@ -173,6 +173,11 @@ def sharded(stage: str, key: str, items: list, shard_size: int,
         if progress:
             progress(hi, len(items))
     return out
+
+
+def shard_file(stage: str, key: str, lo: int, hi: int) -> Path:
+    """The checkpoint of items [lo, hi) of a sharded stage (`sharded`, or a Ray worker's shard)."""
+    return partial_dir(stage, key) / f"shard-{lo:07d}-{hi:07d}.parquet"
 
 
 def partial_dir(stage: str, key: str) -> Path:
