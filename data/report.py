@@ -121,13 +121,13 @@ def _img(data: bytes, cls: str, alt: str) -> str:
             f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">')
 
 
-def _table(head: list[str], rows: list[list[str]], num_from: int = 99, raw: bool = False) -> str:
-    th = "".join(f"<th>{_esc(h)}</th>" for h in head)
+def _table(head: list[str] | None, rows: list[list[str]], num_from: int = 99, raw: bool = False) -> str:
+    th = "<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>" if head else ""
     body = "".join(
         "<tr>" + "".join(f'<td class="num">{c if raw else _esc(c)}</td>' if k >= num_from
                          else f"<td>{c if raw else _esc(c)}</td>" for k, c in enumerate(r)) + "</tr>"
         for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+    return f"<table>{th}{body}</table>"
 
 
 def _mark(ok: bool) -> str:
@@ -289,7 +289,7 @@ def build_report(world_dir: Path, iterations: list[IterationOutputs], out: str |
     toc = " · ".join(["<a href='#metrics'>metrics</a>"]
                      + [f"<a href='#iteration-{it.iteration}'>iteration {it.iteration}</a>" for it in searched]
                      + (["<a href='#changes'>changes</a>"] if len(evals) > 1 else []))
-    facts_html = _table(["", ""], [[k, v] for k, v in (facts or {}).items()]) if facts else ""
+    facts_html = _table(None, [[k, v] for k, v in (facts or {}).items()]) if facts else ""
     page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
             f"<style>{_CSS}</style></head><body>\n<h1>{_esc(title)}</h1>\n{facts_html}\n<p>{toc}</p>\n"
             + "\n".join(body) + "\n</body></html>\n")
