@@ -96,12 +96,8 @@ class TinyLlavaSpec:
     projector_hidden_act: str = "gelu"
 
 
-def build_tiny_llava(
-    tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec | None = None, seed: int = 0
-) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """Randomly initialised LLaVA (CLIP vision tower + Llama decoder) and its processor."""
-    spec = spec or TinyLlavaSpec()
-    ids = _special_ids(tokenizer)
+def llava_towers(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec) -> tuple[CLIPVisionConfig, LlamaConfig]:
+    """The CLIP vision tower and Llama decoder configs of a LLaVA-family model of `spec`."""
     vision = CLIPVisionConfig(
         hidden_size=spec.vision_hidden_size,
         intermediate_size=spec.vision_intermediate_size,
@@ -119,8 +115,18 @@ def build_tiny_llava(
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads,
         max_position_embeddings=spec.max_position_embeddings,
-        **ids,
+        **_special_ids(tokenizer),
     )
+    return vision, text
+
+
+def build_tiny_llava(
+    tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec | None = None, seed: int = 0
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """Randomly initialised LLaVA (CLIP vision tower + Llama decoder) and its processor."""
+    spec = spec or TinyLlavaSpec()
+    ids = _special_ids(tokenizer)
+    vision, text = llava_towers(tokenizer, spec)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -229,6 +235,25 @@ def _wrap(
     )
 
 
+def qwen_text_config(tok: PreTrainedTokenizerFast, spec: TinyQwen2VLSpec) -> dict[str, Any]:
+    """The Qwen2 decoder of a Qwen2-VL-family model of `spec` (multimodal rotary sections)."""
+    return {
+        "vocab_size": len(tok),
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_layers,
+        "num_attention_heads": spec.num_heads,
+        "num_key_value_heads": spec.num_kv_heads,
+        "max_position_embeddings": spec.max_position_embeddings,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": list(spec.mrope_section),
+        },
+        **_special_ids(tok),
+    }
+
+
 def build_tiny_qwen2vl(
     tokenizer: PreTrainedTokenizerFast, spec: TinyQwen2VLSpec | None = None, seed: int = 0
 ) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLImageOnlyProcessor]:
@@ -253,21 +278,7 @@ def build_tiny_qwen2vl(
             "spatial_merge_size": spec.merge_size,
             "temporal_patch_size": spec.temporal_patch_size,
         },
-        text_config={
-            "vocab_size": len(tok),
-            "hidden_size": spec.hidden_size,
-            "intermediate_size": spec.intermediate_size,
-            "num_hidden_layers": spec.num_layers,
-            "num_attention_heads": spec.num_heads,
-            "num_key_value_heads": spec.num_kv_heads,
-            "max_position_embeddings": spec.max_position_embeddings,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": list(spec.mrope_section),
-            },
-            **ids,
-        },
+        text_config=qwen_text_config(tok, spec),
         image_token_id=tid("<|image_pad|>"),
         video_token_id=tid("<|video_pad|>"),
         vision_start_token_id=tid("<|vision_start|>"),

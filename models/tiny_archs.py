@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from transformers import (
-    CLIPVisionConfig,
-    LlamaConfig,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
     LlavaNextImageProcessorPil,
@@ -41,6 +39,8 @@ from models.factory import (
     _special_ids,
     build_tiny_llava,
     build_tiny_qwen2vl,
+    llava_towers,
+    qwen_text_config,
     qwen_tokenizer,
 )
 
@@ -54,13 +54,7 @@ def build_tiny_llava_next(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpe
     spec = spec or TinyLlavaSpec()
     ids = _special_ids(tokenizer)
     s = spec.image_size
-    vision = CLIPVisionConfig(hidden_size=spec.vision_hidden_size, intermediate_size=spec.vision_intermediate_size,
-                              num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
-                              image_size=s, patch_size=spec.patch_size, projection_dim=spec.vision_hidden_size)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
-                       intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
-                       num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
-                       max_position_embeddings=spec.max_position_embeddings, **ids)
+    vision, text = llava_towers(tokenizer, spec)
     pinpoints = [[s, s], [s, 2 * s], [2 * s, s]]
     config = LlavaNextConfig(vision_config=vision, text_config=text, image_grid_pinpoints=pinpoints,
                              image_token_index=tokenizer.convert_tokens_to_ids(IMAGE),
@@ -98,12 +92,7 @@ def build_tiny_qwen2_5_vl(tokenizer: PreTrainedTokenizerFast, spec: TinyQwen2VLS
                        "temporal_patch_size": spec.temporal_patch_size,
                        "window_size": spec.patch_size * spec.merge_size * 2,
                        "fullatt_block_indexes": [spec.vision_layers - 1]},
-        text_config={"vocab_size": len(tok), "hidden_size": spec.hidden_size,
-                     "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_layers,
-                     "num_attention_heads": spec.num_heads, "num_key_value_heads": spec.num_kv_heads,
-                     "max_position_embeddings": spec.max_position_embeddings,
-                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                                         "mrope_section": list(spec.mrope_section)}, **ids},
+        text_config=qwen_text_config(tok, spec),
         image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"),
         vision_start_token_id=tid("<|vision_start|>"), vision_end_token_id=tid("<|vision_end|>"), **ids)
     model = _init_model(Qwen2_5_VLForConditionalGeneration, config, seed, ids)

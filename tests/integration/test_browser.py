@@ -19,12 +19,13 @@ import base64
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port
 
 from tests.integration.smoke import ROOT, children, pipeline_runs
 
@@ -51,11 +52,6 @@ def _tools() -> tuple[str, str]:
     return chromium, driver
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def ui(first_run):
@@ -68,7 +64,7 @@ def ui(first_run):
     from flows.services import Stack, commands
 
     state = first_run["state"]
-    port = _free_port()
+    port = free_port()
     log = open(state / "mlflow-ui.log", "w")
     server = subprocess.Popen(commands(Stack(state, mlflow_port=port))["mlflow"], cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)

@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_env
+from tests.conftest import free_port, run_env
 from tests.integration.smoke import ROOT, stage_digests
 
 pytestmark = pytest.mark.slow  # minutes of real runs: `make test` runs them, plain `pytest` does not
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _mlflow_server(port: int, root: Path) -> subprocess.Popen:
@@ -42,7 +37,7 @@ def _mlflow_server(port: int, root: Path) -> subprocess.Popen:
 
 
 def test_mlflow_down_mid_run_loses_nothing_and_the_next_run_logs_it_all(base_model, tmp_path):
-    port, state = _free_port(), tmp_path / "state"
+    port, state = free_port(), tmp_path / "state"
     uri = f"http://127.0.0.1:{port}"
     env = {**run_env(state), "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}

@@ -6,7 +6,6 @@ Run: .venv/bin/python -m pytest -q tests/unit/test_preflight.py
 from __future__ import annotations
 
 import http.server
-import socket
 import subprocess
 import sys
 import threading
@@ -16,15 +15,10 @@ from pathlib import Path
 import pytest
 
 from flows.preflight import ServiceUnavailable, check_services
-from tests.conftest import run_env
+from tests.conftest import free_port, run_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_server_that_answers_passes_one_that_does_not_is_named():
@@ -33,7 +27,7 @@ def test_a_server_that_answers_passes_one_that_does_not_is_named():
     try:
         up = f"http://127.0.0.1:{srv.server_address[1]}"
         check_services(up, up)  # any HTTP answer counts as reachable
-        dead = f"http://127.0.0.1:{_free_port()}"
+        dead = f"http://127.0.0.1:{free_port()}"
         with pytest.raises(ServiceUnavailable, match=rf"MLflow tracking server {dead} .*src up"):
             check_services(dead, up)
         with pytest.raises(ServiceUnavailable, match=rf"Prefect API {dead}/api .*src up"):
@@ -45,7 +39,7 @@ def test_a_server_that_answers_passes_one_that_does_not_is_named():
 
 @pytest.mark.parametrize("var", ["MLFLOW_TRACKING_URI", "PREFECT_API_URL"])
 def test_src_run_with_a_server_down_fails_in_one_line_before_compute(var, tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}" + ("/api" if var == "PREFECT_API_URL" else "")
+    dead = f"http://127.0.0.1:{free_port()}" + ("/api" if var == "PREFECT_API_URL" else "")
     env = {**run_env(tmp_path / "state"), var: dead}
     t0 = time.time()
     p = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml"],
