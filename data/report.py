@@ -209,6 +209,7 @@ def _iteration_section(it: IterationOutputs, images: dict[str, bytes], cfg: Cura
                     num_from=1)]
     by_prompt = {p: g.sort_values("cand_idx") for p, g in cands.groupby("prompt_id", sort=False)}
     kept = {r["prompt_id"]: r for r in prefs.to_dict("records")}
+    scores_of = {p: dict(zip(g["cand_idx"], g["score"])) for p, g in cscores.groupby("prompt_id")}
     pngs = []
     parts.append(f"<h3>Sample of {min(n_prompts, len(by_prompt))} prompts</h3>"
                  "<p>Heatmap: p(row candidate beats column candidate), both presentation orders "
@@ -217,8 +218,7 @@ def _iteration_section(it: IterationOutputs, images: dict[str, bytes], cfg: Cura
         pc = by_prompt[pid]
         pp = pair_rows[pair_rows["prompt_id"] == pid] if pair_rows is not None else None
         qp = point_rows[point_rows["prompt_id"] == pid] if point_rows is not None else None
-        sc = dict(zip(cscores.loc[cscores["prompt_id"] == pid, "cand_idx"],
-                      cscores.loc[cscores["prompt_id"] == pid, "score"]))
+        sc = scores_of.get(pid, {})
         reason = None if pid in kept else drop_reason(pc, pp, qp, cfg)
         png = out / f"iteration-{t}-prompt-{k}.png"
         parts.append(_prompt_block(pid, pc, sc, pp, kept.get(pid), reason, images.get(pid), png))

@@ -18,6 +18,11 @@ def pool_slice(n_pool: int, per_iteration: int, iteration: int) -> tuple[int, in
     return start, start + per_iteration
 
 
+def search_seed(cfg, iteration: int) -> int:
+    """The search's seed of iteration t (one stream per prompt is drawn from it)."""
+    return cfg.seed * 1000 + iteration
+
+
 def _prompts(cfg, world: dict, iteration: int) -> tuple[list[dict], list[dict]]:
     """Iteration t's pool rows and the search items made from them."""
     from models.sft import as_image
@@ -44,7 +49,7 @@ def search_shard(cfg: dict, base: dict, chain: list[dict], world: dict, iteratio
         c = config_of(cfg)
         _, items = _prompts(c, world, iteration)
         model, processor = load_policy(c, base, chain)
-        write_records(search_candidates(model, processor, items[lo:hi], c.search, seed=c.seed * 1000 + iteration,
+        write_records(search_candidates(model, processor, items[lo:hi], c.search, seed=search_seed(c, iteration),
                                         progress=progress_logger(f"search {lo}-{hi}")), f)
     return str(f)
 
@@ -55,7 +60,7 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
 
     cfg = config_of(cfg_dict)
     rows, items = _prompts(cfg, world, iteration)
-    seed = cfg.seed * 1000 + iteration
+    seed = search_seed(cfg, iteration)
     shard_size = cfg.search.shard_size
     if key and cfg.runtime.ray_address:  # the shards on Ray workers; merged below, as checkpoints
         from tasks.distributed import map_shards, shard_bounds
