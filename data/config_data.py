@@ -73,6 +73,10 @@ class DataConfig(Section):
         default_factory=lambda: ["count_color", "count_shape", "color_of", "exists", "left_right"],
         description="question families to generate",
     )
+    rationale_style: Literal["relevant", "sweep"] = Field(
+        "relevant", description="shapes gold rationales: 'relevant' states the objects the question "
+        "is about, 'sweep' every object in reading order, then the conclusion (data.shapes.gold_rationale)"
+    )
     n_pretrain: int = Field(60000, ge=0, description="short-answer questions for the base model")
     n_rationale: int = Field(4000, ge=0, description="questions with gold rationales (stage 1); files: at most")
     n_pool: int = Field(6000, ge=0, description="calibration pool (stages 2-5); files: at most")

@@ -78,6 +78,7 @@ class _Scene:
     def __init__(self, record: dict[str, Any]):
         f = json.loads(record["facts"]) if isinstance(record["facts"], str) else record["facts"]
         self.facts, self.grid, self.query = f, f["grid"], f["query"]
+        self.style = f.get("rationale_style", "relevant")
         self.objs = [Obj(o["color"], o["shape"], o["row"], o["col"]) for o in f["objects"]]
         self.tuples = {(o.color, o.shape, o.row, o.col) for o in self.objs}
         self.gold = record["answer"]
@@ -174,7 +175,7 @@ def _misled_scene(sc: _Scene, wrong: str, rng: random.Random) -> list[Obj]:
 def _misled(sc: _Scene, rng: random.Random) -> tuple[list[str], str]:
     wrong = sc.wrong_answer(rng)
     fake = _misled_scene(sc, wrong, rng)
-    return split_sentences(gold_rationale(fake, sc.query, sc.grid)), wrong
+    return split_sentences(gold_rationale(fake, sc.query, sc.grid, sc.style)), wrong
 
 
 def _unreasonable(sc: _Scene, rng: random.Random) -> tuple[list[str], str]:

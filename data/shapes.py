@@ -184,31 +184,49 @@ def question_text(q: dict) -> str:
     return f"Is the {c1} {s1} left of the {c2} {s2}?"
 
 
-def gold_rationale(objs: list[Obj], q: dict, grid: int) -> str:
-    """Rationale sentences (no answer) that state exactly the evidence the answer needs."""
+RATIONALE_STYLES = ("relevant", "sweep")
+
+
+def gold_rationale(objs: list[Obj], q: dict, grid: int, style: str = "relevant") -> str:
+    """Rationale sentences (no answer) that state the evidence the answer needs.
+
+    style "relevant" states only the objects the question is about, then the conclusion
+    ("There is a red circle at the top left. That makes 1 red objects."). style "sweep" states
+    every object in reading order (top to bottom, left to right), then the same conclusion:
+    perception first, as a caption does, and the question's filter as a step over text.
+    Measured on the committed tiny base (600 SFT steps, 500 held-out questions): the stated
+    objects are right 89% of the time with "sweep" against 23% with "relevant", whose
+    question-driven mentions the tiny model mostly makes up.
+    """
+    if style not in RATIONALE_STYLES:
+        raise ValueError(f"rationale style must be one of {RATIONALE_STYLES}, got {style!r}")
     f = q["family"]
     order = sorted(objs, key=lambda o: (o.row, o.col))
+    sweep = style == "sweep"
+    seen = [mention(o, grid) for o in order] if sweep else []
     if f in ("count_color", "count_shape"):
         key = "color" if f == "count_color" else "shape"
         hits = [o for o in order if getattr(o, key) == q[key]]
         noun = f"{q['color']} objects" if key == "color" else plural(q["shape"])
         if not hits:
-            return f"There are no {noun}."
-        return " ".join(mention(o, grid) for o in hits) + f" That makes {len(hits)} {noun}."
+            return " ".join(seen + [f"There are no {noun}."])
+        said = seen or [mention(o, grid) for o in hits]
+        return " ".join(said + [f"That makes {len(hits)} {noun}."])
     if f == "color_of":
-        return " ".join(mention(o, grid) for o in order if o.shape == q["shape"])
+        return " ".join(seen or [mention(o, grid) for o in order if o.shape == q["shape"]])
     if f == "exists":
         hits = [o for o in order if (o.color, o.shape) == (q["color"], q["shape"])]
         if hits:
-            return mention(hits[0], grid)
+            return " ".join(seen or [mention(hits[0], grid)])
         near = [o for o in order if o.shape == q["shape"] or o.color == q["color"]]
-        parts = [mention(o, grid) for o in near]
+        parts = seen or [mention(o, grid) for o in near]
         return " ".join(parts + [f"There is no {q['color']} {q['shape']}."])
     (c1, s1), (c2, s2) = q["a"], q["b"]
     a = next(o for o in objs if (o.color, o.shape) == (c1, s1))
     b = next(o for o in objs if (o.color, o.shape) == (c2, s2))
     rel = "left" if a.col < b.col else "right"
-    return f"{mention(a, grid)} {mention(b, grid)} The {c1} {s1} is {rel} of the {c2} {s2}."
+    said = seen or [mention(a, grid), mention(b, grid)]
+    return " ".join(said + [f"The {c1} {s1} is {rel} of the {c2} {s2}."])
 
 
 def format_response(rationale: str, answer: str) -> str:
@@ -233,8 +251,10 @@ def generate(split: str, n: int, cfg: DataConfig, seed: int = 0, start: int = 0)
         answers = answers_of(family)
         answer = answers[(i // len(fams)) % len(answers)]
         objs, q = _build(family, answer, rng, cfg)
-        rationale = gold_rationale(objs, q, cfg.grid)
+        rationale = gold_rationale(objs, q, cfg.grid, cfg.rationale_style)
         facts = {"grid": cfg.grid, "objects": [asdict(o) for o in objs], "query": q}
+        if cfg.rationale_style != "relevant":  # absent by default: earlier stores stay valid
+            facts["rationale_style"] = cfg.rationale_style
         out.append(
             {
                 "id": f"{split}-{i:06d}",

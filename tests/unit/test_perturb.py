@@ -153,3 +153,13 @@ def test_agreement_hand_computed():
     assert m["judge/n_decisive_pairs"] == 2
     # inconsistencies .1, 0 and (|.1 - .2| + |.5 - .1|) / 2 = .25 -> mean .35 / 3
     assert m["judge/flip_rate"] == pytest.approx(0.35 / 3)
+
+
+def test_sweep_rationales_get_every_flaw_with_its_intended_score():
+    recs = generate("scorer", 60, DataConfig(rationale_style="sweep"), seed=0)
+    for r in recs:
+        vs = variants(r, seed=0)
+        assert set(FLAWS) <= set(vs), (r["id"], sorted(vs))
+        assert vs["gold"].text == r["response"]
+        for kind, v in vs.items():  # rescored from the text alone
+            assert flags(v.text, r)[0] == INTENDED[kind.rstrip(PARAPHRASE)], (kind, v.text)

@@ -76,3 +76,29 @@ def test_images_decode_at_the_configured_size(cfg):
 def test_unknown_split_is_a_clear_error(cfg):
     with pytest.raises(ValueError, match="unknown split 'train'"):
         generate("train", 1, cfg)
+
+
+def test_sweep_rationales_state_every_object_then_the_same_conclusion(cfg):
+    sweep_cfg = DataConfig(rationale_style="sweep")
+    relevant, sweep = generate("rationale", 300, cfg), generate("rationale", 300, sweep_cfg)
+    # same scenes, questions and answers: only the rationale (and a facts marker) differ
+    assert [r["image"] for r in relevant] == [r["image"] for r in sweep]
+    assert [r["answer"] for r in relevant] == [r["answer"] for r in sweep]
+    for rel, r in zip(relevant, sweep):
+        f = json.loads(r["facts"])
+        assert f["rationale_style"] == "sweep" and "rationale_style" not in json.loads(rel["facts"])
+        gold = score_shapes(r["response"], r["facts"], r["answer"])
+        assert gold.parsable and gold.correct and gold.consistent and gold.factual, r["response"]
+        order = sorted(f["objects"], key=lambda o: (o["row"], o["col"]))
+        mentions = [s for s in r["rationale"].split(". ") if s.startswith("There is a")]
+        assert [m.split(" at ")[0] for m in mentions] == [
+            f"There is a {o['color']} {o['shape']}" for o in order]
+        # the closing sentence of "relevant" (count, absence, relation) closes "sweep" too
+        last = rel["rationale"].rstrip(".").split(". ")[-1]
+        if not last.startswith("There is a"):
+            assert r["rationale"].endswith(last + ".")
+
+
+def test_unknown_rationale_style_is_refused():
+    with pytest.raises(ValueError, match="rationale_style"):
+        DataConfig(rationale_style="caption")
