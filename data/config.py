@@ -97,6 +97,23 @@ class SearchConfig(Section):
     batch_size: int = runtime(64, "sequences per forward pass")
     shard_size: int = runtime(64, "prompts per checkpointed shard: a killed search resumes "
                               "from its last finished shard", ge=1)
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="decoder of the search: 'transformers' (model.generate), or "
+        "'vllm' (a vLLM engine on the GPU: pip install vllm; models/search_vllm.py)"
+    )
+    vllm_gpu_memory_utilization: float = runtime(
+        0.4, "backend vllm: share of GPU memory its engine may take (the policy stays loaded)",
+        gt=0.0, le=1.0,
+    )
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> "SearchConfig":
+        import importlib.util
+
+        if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ValueError("search.backend='vllm' needs the vllm package, which is not installed "
+                             "here: `pip install vllm` on a CUDA machine, or search.backend=transformers")
+        return self
 
 
 class ScorerConfig(Section):

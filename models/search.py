@@ -132,7 +132,7 @@ class _StopAt(StoppingCriteria):
 
 @dataclass
 class _Row:
-    inputs: dict[str, torch.Tensor]  # one question's encoded prompt (a batch of 1)
+    inputs: Any  # one question's prompt state (_HFRows: its encoded prompt, a batch of 1)
     tokens: list[int]  # the response so far
     seed: int
 
@@ -225,7 +225,7 @@ class _Beam:
 class _Question:
     index: int
     item: dict
-    inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # set while in the batch
+    inputs: Any = None  # the backend's prompt state, set while in the batch
     live: list[_Beam] = field(default_factory=lambda: [_Beam([])])
     finished: dict[str, _Beam] = field(default_factory=dict)  # normalised text -> beam
     step: int = 0
@@ -252,14 +252,34 @@ def _advance(q: _Question, conts: list[tuple[_Beam, bool]], cfg: SearchConfig) -
             break
 
 
+class _HFRows:
+    """The transformers backend: `model.generate` continues the rows (`_generate_rows`).
+
+    A backend has `prompt(item)`, the question's prompt state while it is in the batch, and
+    `__call__(rows, sentence, budget)` -> per row (new token ids, their log-prob sum at T=1,
+    ended with EOS); `sentence` stops a row at its first sentence boundary. The vLLM backend
+    (`models.search_vllm`) is the other one.
+    """
+
+    def __init__(self, model: Any, processor: Any, cfg: SearchConfig):
+        self.model, self.processor, self.cfg = model, processor, cfg
+        self.vocab, self.device = _vocab(model, processor), model_device(model)
+
+    def prompt(self, item: dict) -> dict[str, torch.Tensor]:
+        return encode_prompts(self.processor, [item["image"]], [item["question"]], self.device)
+
+    def __call__(self, rows: Sequence[_Row], sentence: bool, budget: int) -> list[tuple[list[int], float, bool]]:
+        stop = self.vocab.stop if sentence else self.vocab.eos
+        return _generate_rows(self.model, self.processor, rows, self.vocab, stop, budget, self.cfg)
+
+
 def _search(
-    model: Any, processor: Any, items: Sequence[dict], cfg: SearchConfig, seed: int,
+    backend: Any, tok: Any, items: Sequence[dict], cfg: SearchConfig, seed: int,
     progress: Progress | None = None,
 ) -> list[list[_Beam]]:
-    """Each item's finished beams, best first by search score, at most N."""
-    tok, device, vocab = processor.tokenizer, model_device(model), _vocab(model, processor)
-    beam_mode = cfg.mode == "beam"
-    stop = vocab.stop if beam_mode else vocab.eos  # sampling: whole responses
+    """Each item's finished beams, best first by search score, at most N; `backend` continues
+    rows (`_HFRows`), `tok` decodes them."""
+    beam_mode = cfg.mode == "beam"  # sampling: whole responses, one step
     budget = cfg.max_sentence_tokens * (1 if beam_mode else cfg.max_sentences)
     # A question's first step draws B*K rows from the empty response (as if its B beams all
     # started there); sampling mode is a single step of N rows.
@@ -272,7 +292,7 @@ def _search(
         n_rows = sum(len(q.live) * (first if q.step == 0 else cfg.per_beam) for q in active)
         while queue and (not active or n_rows + first <= cfg.batch_size):
             q = queue.pop(0)
-            q.inputs = encode_prompts(processor, [q.item["image"]], [q.item["question"]], device)
+            q.inputs = backend.prompt(q.item)
             active.append(q)
             n_rows += first
         rows, owners = [], []
@@ -283,7 +303,7 @@ def _search(
                     rows.append(_Row(q.inputs, beam.tokens, seed_k))
                     owners.append((q, beam))
         conts: dict[int, list[tuple[_Beam, bool]]] = {q.index: [] for q in active}
-        new_rows = _generate_rows(model, processor, rows, vocab, stop, budget, cfg)
+        new_rows = backend(rows, beam_mode, budget)
         for (q, parent), (new, lp, ended) in zip(owners, new_rows):
             tokens = parent.tokens + new
             text = tok.decode(tokens, skip_special_tokens=True).strip()
@@ -293,7 +313,7 @@ def _search(
             _advance(q, conts[q.index], cfg)
             if len(q.finished) >= cfg.n_candidates or not q.live:
                 active.remove(q)
-                q.inputs = {}
+                q.inputs = None
                 best = sorted(q.finished.values(), key=lambda b: -b.score)
                 results[q.index] = best[: cfg.n_candidates]
                 if progress:
@@ -323,8 +343,14 @@ def search_candidates(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            found = _search(model, processor, items, cfg, seed, progress)
+        if cfg.backend == "vllm":  # an engine of its own on the GPU, freed before scoring below
+            from models.search_vllm import vllm_search
+
+            found = vllm_search(model, processor, items, cfg, seed, progress)
+        else:
+            with torch.inference_mode():
+                found = _search(_HFRows(model, processor, cfg), processor.tokenizer, items, cfg,
+                                seed, progress)
         owner = [i for i, beams in enumerate(found) for _ in beams]
         texts = [b.text for beams in found for b in beams]
         images = [items[i]["image"] for i in owner]

@@ -15,7 +15,7 @@ import torch
 from data.config import SearchConfig
 from models.encode import encode_examples, encode_prompts
 from models.generation import model_device
-from models.search import _Beam, _search, _vocab, search_candidates  # noqa: F401
+from models.search import _Beam, _HFRows, _search, _vocab, search_candidates  # noqa: F401
 
 # --------------------------------------------------------------------------- benchmark
 
@@ -73,6 +73,7 @@ def benchmark_search(
     """
     model.eval()
     clock, found, singles = _ForwardClock(model), [], []
+    rows_fn = _HFRows(model, processor, cfg)  # the vocabulary masks, built once
 
     def lengths(beams: list[list[_Beam]]) -> list[list[int]]:
         return [[len(b.tokens) for b in bs] for bs in beams]
@@ -90,11 +91,11 @@ def benchmark_search(
         return out
 
     def batched() -> list[list[int]]:
-        found.extend(_search(model, processor, items, cfg, seed))
+        found.extend(_search(rows_fn, processor.tokenizer, items, cfg, seed))
         return lengths(found)
 
     def per_question() -> list[list[int]]:
-        singles.extend(_search(model, processor, [it], cfg, seed)[0] for it in items)
+        singles.extend(_search(rows_fn, processor.tokenizer, [it], cfg, seed)[0] for it in items)
         return lengths(singles)
 
     report: dict[str, Any] = {"batched": clock.run(batched),
