@@ -3,7 +3,8 @@
 Group (diverse) beam search left transformers' core in v5 and needs the Hub (NOTES.md), and
 token-level beam search branches on wording, not on reasoning steps; so the sentence-level
 search is ours. `model.generate` does the decoding inside a sentence (KV cache, position ids
-and image inputs of every model family); this module does the rest:
+and image inputs of every model family; or a vLLM engine, `search.backend=vllm`,
+models/search_vllm.py); this module does the rest:
 
   * a *step* extends every live beam of every active question by one sentence: all rows
     (beam x K continuations) go through `generate` together, `cfg.batch_size` rows a call;
