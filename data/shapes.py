@@ -253,7 +253,7 @@ def generate(split: str, n: int, cfg: DataConfig, seed: int = 0, start: int = 0)
         objs, q = _build(family, answer, rng, cfg)
         rationale = gold_rationale(objs, q, cfg.grid, cfg.rationale_style)
         facts = {"grid": cfg.grid, "objects": [asdict(o) for o in objs], "query": q}
-        if cfg.rationale_style != "relevant":  # absent by default: earlier stores stay valid
+        if cfg.rationale_style != "relevant":  # absent by default: those records stay as before
             facts["rationale_style"] = cfg.rationale_style
         out.append(
             {
