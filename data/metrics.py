@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
 from typing import Sequence
 
-from data.scoring import parse_claims, parse_response, score_shapes
+from data.scoring import parse_claims, parse_response, scene_objects, score_shapes
 
 METRICS = ("accuracy", "format_rate", "consistency", "factuality")
 
@@ -73,18 +72,13 @@ def format_table(summary: dict) -> str:
 # --- grounding probes (scripts/probe_grounding.py): which stated objects are in the scene ----
 
 
-def _scene(facts: str | dict) -> tuple[int, set[tuple]]:
-    f = json.loads(facts) if isinstance(facts, str) else facts
-    return f["grid"], {(o["color"], o["shape"], o["row"], o["col"]) for o in f["objects"]}
-
-
 def mention_counts(rationale: str, facts: str | dict) -> tuple[int, int]:
     """(objects stated that are in the scene, objects stated) for one rationale.
 
     Example, scene {red circle at the top left}: "There is a red circle at the top left. There
     is a blue square at the top left." -> (1, 2).
     """
-    grid, objs = _scene(facts)
+    grid, objs = scene_objects(facts)
     ment = [c[1:] for c in parse_claims(rationale, grid) if c[0] == "mention"]
     return sum(m in objs for m in ment), len(ment)
 
@@ -96,7 +90,7 @@ def caption_counts(caption: str, facts: str | dict) -> tuple[int, int, int]:
     Each listed object is read as the mention sentence "There is <object>." (data.scoring's
     grammar); a repeated object counts once.
     """
-    grid, objs = _scene(facts)
+    grid, objs = scene_objects(facts)
     body = re.sub(r"^\s*the image shows\s*", "", caption.strip(), flags=re.IGNORECASE).rstrip(". ")
     said = {c[1:] for part in body.split(",") if part.strip()
             for c in parse_claims(f"There is {part.strip()}.", grid) if c[0] == "mention"}

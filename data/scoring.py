@@ -236,11 +236,16 @@ class ExactScore:
         return 4.0 * self.correct + 2.0 * self.consistent + 1.0 * self.factual
 
 
+def scene_objects(facts: str | dict) -> tuple[int, set[tuple]]:
+    """(grid, {(color, shape, row, col)}) of a shapes scene's facts (JSON or dict)."""
+    f = json.loads(facts) if isinstance(facts, str) else facts
+    return f["grid"], {(o["color"], o["shape"], o["row"], o["col"]) for o in f["objects"]}
+
+
 def score_shapes(response: str, facts: str | dict, gold: str) -> ExactScore:
     """Score one response exactly against the scene facts (JSON from data.shapes)."""
     f = json.loads(facts) if isinstance(facts, str) else facts
-    grid = f["grid"]
-    objs = {(o["color"], o["shape"], o["row"], o["col"]) for o in f["objects"]}
+    grid, objs = scene_objects(f)
     parsed = parse_response(response)
     claims = parse_claims(parsed.rationale, grid)
     factual = bool(claims) and all(_claim_holds(c, objs) for c in claims)
