@@ -31,6 +31,9 @@ class FilesConfig(Section):
     eval: str | None = Field(None, description="table of held-out questions")
     scorer: str | None = Field(None, description="items to train the R-Scorer on; default: rationale")
     image_dir: str | None = Field(None, description="folder of relative image paths; default: the table's")
+    allow_outside_image_dir: bool = Field(
+        False, description="accept image paths that leave the image folder ('../x.png', an absolute path "
+        "elsewhere, a symlink pointing out); off: such rows are rejected rows")
     columns: dict[str, str] = Field(
         default_factory=dict, description="our field -> your column, e.g. {id: question_id, image: path}"
     )
@@ -44,7 +47,9 @@ class HFConfig(Section):
     """`data.world=hf`: a Hugging Face dataset (data/hf.py). Column mapping (schema 'columns'),
     image limits and append_choices are those of data.files."""
 
-    dataset: str | None = Field(None, description="hub id (offline: from the local cache) or local path")
+    dataset: str | None = Field(None, description="hub id (offline: from the local cache), a local folder, or "
+                                "one parquet / JSON / JSONL / CSV file (one split: rationale, pool and eval "
+                                "read consecutive rows of it; the *_split names do not apply)")
     name: str | None = Field(None, description="the dataset's configuration name, if it has several")
     mapping: Literal["aokvqa", "scienceqa", "columns"] = Field(
         "columns", description="how rows map to our fields: 'aokvqa', 'scienceqa', or 'columns' "
@@ -64,6 +69,11 @@ class DataConfig(Section):
     hf: HFConfig = Field(default_factory=HFConfig)
     max_reject_frac: float = Field(
         0.05, ge=0.0, le=1.0, description="stop before any model work above this share of bad rows"
+    )
+    max_leak_frac: float = Field(
+        0.05, ge=0.0, le=1.0, description="files/hf: stop before any model work when more than this share of "
+        "eval rows also appear in a training split (rationale, pool, scorer) by id or by image and "
+        "question; below it the leaked rows are logged and counted (world meta 'leakage'); 0: any leak stops"
     )
     image_size: int = Field(64, ge=16, le=1024, description="image side in pixels")
     grid: int = Field(3, ge=2, le=8, description="the scene is a grid x grid board")

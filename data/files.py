@@ -74,7 +74,9 @@ def map_columns(rows: list[dict], columns: list[str], mapping: dict[str, str], p
 def load_split(path: str | Path, split: str, mapping: dict[str, str], image_dir: str | Path | None,
                need_rationale: bool, limits: Limits, append_choices: bool = True
                ) -> tuple[list[dict], list[dict], int]:
-    """(records, rejected rows, rows read) of one split's table."""
+    """(records, rejected rows, rows read) of one split's table. Image paths resolve against
+    `image_dir`, else the table's own folder, and may not leave it (unless
+    `limits.allow_outside_image_dir`)."""
     path = Path(path)
     raw, columns = read_table(path)
     rows = map_columns(raw, columns, mapping, path)
@@ -87,7 +89,9 @@ def to_records(rows: list[dict], split: str, file: str, image_dir: Path | None, 
                limits: Limits, append_choices: bool = True) -> tuple[list[dict], list[dict]]:
     """Rows in our field names -> (records every stage reads, rejected rows). A multiple-choice
     row (with `choices`) gets its options appended to the question when `append_choices`, and
-    its gold answer as the option's text (a gold letter is resolved by data.validate)."""
+    its gold answer as the option's text (a gold letter is resolved by data.validate). Each
+    record keeps its row in the file as `_row` for later row checks (data.validate.check_lengths);
+    the world stage drops it before writing."""
     good, bad = validate_rows(rows, split=split, file=file, image_dir=image_dir,
                               need_rationale=need_rationale, limits=limits)
     out = []
@@ -101,20 +105,22 @@ def to_records(rows: list[dict], split: str, file: str, image_dir: Path | None, 
             "question": question, "answer": r["answer"], "rationale": rationale,
             "response": format_response(rationale, r["answer"]) if rationale else None,
             "short_response": format_response("", r["answer"]), "reference": r.get("reference"),
-            "facts": r.get("facts"), "choices": r.get("choices"), "image": r["image"],
+            "facts": r.get("facts"), "choices": r.get("choices"), "image": r["image"], "_row": r["row"],
         })
     return out, bad
 
 
-def source_digest(paths: list[str | Path], image_dir: str | Path | None) -> str:
+def source_digest(paths: list[str | Path], image_dir: str | Path | None, list_images: bool = True) -> str:
     """What the world stage's key depends on: each table's bytes, and the image folder's listing
-    (names, sizes, modification times; hashing every image up front would cost a full read)."""
+    (names, sizes, modification times; hashing every image up front would cost a full read).
+    `list_images=False`: the tables alone (a single-file dataset holds its images)."""
     h = hashlib.sha256()
     for p in paths:
         p = Path(p)
         h.update(str(p.resolve()).encode())
         h.update(hashlib.sha256(p.read_bytes()).digest() if p.is_file() else b"missing")
-    for folder in {Path(image_dir)} if image_dir else {Path(p).parent for p in paths}:
+    folders = {Path(image_dir)} if image_dir else {Path(p).parent for p in paths}
+    for folder in folders if list_images else ():
         if folder.is_dir():
             for f in sorted(folder.rglob("*")):
                 if f.is_file():

@@ -1,6 +1,7 @@
 """The Hugging Face datasets adapter (`data.world=hf`): a dataset by hub id (read from the local
-cache when offline) or by local path (a `save_to_disk` folder, or a folder of data files), its
-rows mapped to our fields (`data.hf.mapping`), then validated like local tables (data/files.py).
+cache when offline) or by local path (a `save_to_disk` folder, a folder of data files, or one
+parquet / JSON / JSONL / CSV file), its rows mapped to our fields (`data.hf.mapping`), then
+validated like local tables (data/files.py).
 
 Mappings (`data.hf.mapping`):
 - `aokvqa` (A-OKVQA: question_id, image, question, choices, correct_choice_idx, rationales):
@@ -25,10 +26,20 @@ from data.files import FIELDS, map_columns, to_records
 from data.validate import DataError, Limits
 
 MAPPINGS = ("aokvqa", "scienceqa", "columns")
+BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+FILE_SPLIT = "train"  # the one split of a single-file dataset, whatever split is asked for
+
+
+def single_file(ref: str | None) -> bool:
+    """Whether `data.hf.dataset` names one data file (not a folder or a hub id)."""
+    return bool(ref) and Path(ref).expanduser().is_file()
 
 
 def open_split(ref: str, split: str, name: str | None = None) -> Any:
     """One split of a dataset as a `datasets.Dataset`, images undecoded.
+
+    A single file has no splits: it holds all rows, and every split name reads it (the world
+    stage then gives our splits consecutive rows of it, as for two of ours on one split).
 
     Raises:
         DataError: naming `data.hf.dataset` for a dataset that cannot be opened, and the
@@ -38,7 +49,13 @@ def open_split(ref: str, split: str, name: str | None = None) -> Any:
 
     p = Path(ref).expanduser()
     try:
-        if p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file()):
+        if p.is_file():
+            builder = BUILDERS.get(p.suffix.lower())
+            if builder is None:
+                raise DataError(f"data.hf.dataset: {ref!r} is a file of unknown format {p.suffix!r}; "
+                                f"a single file must be one of {sorted(BUILDERS)}")
+            d = datasets.load_dataset(builder, data_files={FILE_SPLIT: str(p)}, split=FILE_SPLIT)
+        elif p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file()):
             d = datasets.load_from_disk(str(p))  # a save_to_disk folder
             if isinstance(d, datasets.DatasetDict):
                 if split not in d:

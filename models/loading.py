@@ -65,7 +65,7 @@ def load_lvlm(
     common = {"trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(source, **common)
-        processor = _load_processor(source, config.model_type, common)
+        processor = load_processor(source, config.model_type, common)
         model = AutoModelForImageTextToText.from_pretrained(
             source, config=config, dtype=torch_dtype, device_map=device, use_safetensors=True, **common
         )  # safetensors only: a pickled checkpoint (pytorch_model.bin) could run code on load
@@ -78,7 +78,7 @@ def load_lvlm(
     return model.eval(), processor
 
 
-def _load_processor(source: str, model_type: str, common: dict[str, Any]) -> ProcessorMixin:
+def load_processor(source: str, model_type: str, common: dict[str, Any]) -> ProcessorMixin:
     """AutoProcessor, except the documented image-only fallback for the Qwen2-VL family.
 
     That fallback is taken when torchvision is missing, or when the folder has no video

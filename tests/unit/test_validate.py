@@ -15,7 +15,8 @@ from PIL import Image
 
 from data.config import ConfigError, load_config
 from data.files import load_split, read_table
-from data.validate import DataError, Limits, check_image, check_share, validate_rows
+from data.scoring import gold_answer, parse_response
+from data.validate import DataError, Limits, check_image, check_lengths, check_share, validate_rows
 
 
 def png(w: int = 8, h: int = 8, color: str = "red") -> bytes:
@@ -164,12 +165,15 @@ def test_unreadable_tables_are_named(tmp_path):
 
 def test_the_share_of_bad_rows_stops_with_the_file_and_first_reasons():
     bad = [{"row": i, "id": f"r{i}", "field": "image", "reason": "missing"} for i in range(6)]
-    check_share(200, bad[:5], 0.05, "data.files.pool (p.jsonl)", "rep.parquet")  # 2.5%: go on
+    bad[4:4] = [{"row": 3, "id": "r3", "field": "question", "reason": "empty"}]
+    check_share(200, bad[:5], 0.05, "data.files.pool (p.jsonl)", "rep.parquet")  # 2.0%: go on
     with pytest.raises(DataError) as e:
         check_share(100, bad, 0.05, "data.files.pool (p.jsonl)", "rep.parquet")
     msg = str(e.value)
-    assert msg.startswith("data.files.pool (p.jsonl): 6 of 100 rows rejected (6.0%")
-    assert "row 0 (id 'r0') image: missing" in msg and "rep.parquet" in msg
+    assert "\n" not in msg
+    assert msg == ("data.files.pool (p.jsonl): 6 of 100 rows rejected (6.0%, above data.max_reject_frac=0.05); "
+                   "first: row 0 (id 'r0') image: missing; row 3 (id 'r3') question: empty; "
+                   "all reasons in rep.parquet")  # distinct faults: the same one on every row shows once
 
 
 def test_files_config_names_the_missing_table(tmp_path):
@@ -180,3 +184,119 @@ def test_files_config_names_the_missing_table(tmp_path):
     with pytest.raises(ConfigError, match=r"data.files.eval: '.*nope.jsonl' does not exist"):
         load_config(None, ["data.world=files", f"data.files.rationale={t}", f"data.files.pool={t}",
                            f"data.files.eval={tmp_path / 'nope.jsonl'}"])
+
+
+# --- numeric golds, rationale tails, image paths, lengths (issue "Your own data, end to end") ---
+
+def _numbers_table(tmp_path: Path, fmt: str) -> Path:
+    (tmp_path / "a.png").write_bytes(png())
+    answers = [2.0, None, 2.5, 3.0, float("inf")]
+    rows = [{"id": f"n{i}", "image": "a.png", "question": "How many?", "answer": a} for i, a in enumerate(answers)]
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "jsonl":  # JSON numbers 2.0 and Infinity (Python's json writes and reads them)
+        rows.append({"id": "n5", "image": "a.png", "question": "How many?", "answer": float("-inf")})
+        rows.append({"id": "n6", "image": "a.png", "question": "How many?", "answer": float("nan")})
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "csv":  # cells as text: "2.0", "", "2.5", "3.0", "inf"
+        pd.DataFrame(rows).to_csv(path, index=False)
+    else:  # a float column: the one null made pandas store 2 as 2.0
+        pd.DataFrame(rows).to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
+def test_integral_float_golds_become_integers_and_match_a_model_answer(fmt, tmp_path):
+    recs, bad, _ = load_split(_numbers_table(tmp_path, fmt), "eval", {}, None, False, Limits())
+    by_id = {r["id"]: r["answer"] for r in recs}
+    assert by_id["n0"] == "2" and by_id["n2"] == "2.5" and by_id["n3"] == "3"
+    assert parse_response("Two of them. Answer: 2.").answer == gold_answer(by_id["n0"])
+    assert parse_response("Answer: 2.5.").answer == gold_answer(by_id["n2"])
+    reasons = {b["id"]: (b["field"], b["reason"]) for b in bad}
+    assert reasons["n1"][0] == "answer" and reasons["n1"][1] in ("missing", "empty")
+    assert reasons["n4"] == ("answer", "not a finite number (inf)")
+    if fmt == "jsonl":
+        assert reasons["n5"] == ("answer", "not a finite number (-inf)") and reasons["n6"] == ("answer", "missing")
+
+
+def test_integral_float_ids_are_integers():
+    good, bad = validate_rows([dict(GOOD, id=7.0), dict(GOOD, id=float("inf"))], split="eval", file="f")
+    assert [g["id"] for g in good] == ["7"] and bad[0]["field"] == "id" and "wrong type float" in bad[0]["reason"]
+
+
+TAILS = [  # (rationale, gold, choices) -> (rationale kept, rejection substring)
+    ("The box is red. Answer: red.", "red", None, "The box is red.", None),
+    ("The box is red.\nanswer: RED", "red", None, "The box is red.", None),
+    ("Two boxes. Answer: 2.0", "2", None, "Two boxes.", None),
+    ("It is red. Answer: (B)", "B", ["green", "red"], "It is red.", None),
+    ("It is red. Answer: red.", "B", ["green", "red"], "It is red.", None),
+    ("The box is red. Answer: blue.", "red", None, None, "ends with 'Answer: blue', but the gold answer is 'red'"),
+    ("It is green. Answer: A.", "B", ["green", "red"], None, "ends with 'Answer: A', but the gold answer is 'red'"),
+    ("The answer: red is what I see.", "red", None, "The answer: red is what I see.", None),  # not a tail
+]
+
+
+@pytest.mark.parametrize("rationale,gold,choices,kept,reason", TAILS, ids=[t[0] for t in TAILS])
+def test_a_rationale_ending_in_its_answer_loses_that_tail(rationale, gold, choices, kept, reason, tmp_path):
+    (tmp_path / "a.png").write_bytes(png())
+    row = {"id": "r", "image": "a.png", "question": "Colour?", "answer": gold, "rationale": rationale}
+    if choices:
+        row["choices"] = choices
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    recs, bad, _ = load_split(path, "rationale", {}, None, True, Limits())
+    if reason is None:
+        assert bad == [] and recs[0]["rationale"] == kept
+        assert recs[0]["response"] == f"{kept} Answer: {recs[0]['answer']}."  # one answer, not two
+    else:
+        assert recs == [] and [(b["field"], b["reason"]) for b in bad] == [("rationale", reason)]
+
+
+def test_a_rationale_that_only_states_the_answer_is_missing(tmp_path):
+    (tmp_path / "a.png").write_bytes(png())
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"id": "r", "image": "a.png", "question": "Colour?", "answer": "red",
+                                "rationale": "Answer: red."}) + "\n")
+    recs, bad, _ = load_split(path, "rationale", {}, None, True, Limits())
+    assert recs == [] and (bad[0]["field"], bad[0]["reason"]) == ("rationale", "missing (it only states the answer)")
+    recs, bad, _ = load_split(path, "pool", {}, None, False, Limits())  # not required: no rationale
+    assert bad == [] and recs[0]["rationale"] is None and recs[0]["response"] is None
+
+
+def test_image_paths_may_not_leave_the_image_folder(tmp_path):
+    folder, outside = tmp_path / "data", tmp_path / "elsewhere"
+    (folder / "img").mkdir(parents=True)
+    outside.mkdir()
+    (folder / "img" / "in.png").write_bytes(png())
+    (outside / "out.png").write_bytes(png())
+    (folder / "img" / "link.png").symlink_to(outside / "out.png")
+    images = {"rel": "in.png", "abs-in": str(folder / "img" / "in.png"), "up": "../../elsewhere/out.png",
+              "abs-out": str(outside / "out.png"), "link": "link.png"}
+    path = folder / "t.jsonl"
+    path.write_text("".join(json.dumps({"id": k, "image": v, "question": "q?", "answer": "a"}) + "\n"
+                            for k, v in images.items()))
+    recs, bad, _ = load_split(path, "eval", {}, folder / "img", False, Limits())
+    assert [r["id"] for r in recs] == ["rel", "abs-in"]
+    assert {b["id"] for b in bad} == {"up", "abs-out", "link"} and {b["field"] for b in bad} == {"image"}
+    assert all("leaves the image folder" in b["reason"] and "data.files.allow_outside_image_dir" in b["reason"]
+               for b in bad)
+    recs, bad, _ = load_split(path, "eval", {}, folder / "img", False, Limits(allow_outside_image_dir=True))
+    assert len(recs) == 5 and bad == []
+    # no image_dir: the table's own folder is the image folder ("img/in.png" inside, "../x" outside)
+    path.write_text(json.dumps({"id": "a", "image": "img/in.png", "question": "q?", "answer": "a"}) + "\n"
+                    + json.dumps({"id": "b", "image": "../elsewhere/out.png", "question": "q?", "answer": "a"}) + "\n")
+    recs, bad, _ = load_split(path, "eval", {}, None, False, Limits())
+    assert [r["id"] for r in recs] == ["a"] and bad[0]["id"] == "b" and "leaves the image folder" in bad[0]["reason"]
+
+
+def test_rows_too_long_for_the_context_are_rejected_with_their_length():
+    recs = [{"_row": i, "id": f"r{i}", "question": q, "rationale": r, "short_response": "Answer: x.",
+             "response": f"{r} Answer: x." if r else None} for i, (q, r) in
+            enumerate([("short q", "short r"), ("q " * 60, None), ("short q", "r " * 60)])]
+    def words(texts: list[str]) -> list[int]:
+        return [len(t.split()) for t in texts]
+    good, bad = check_lengths(recs, words, 10, 50, "pool", "p.jsonl")
+    assert [g["id"] for g in good] == ["r0"]
+    assert [(b["row"], b["field"]) for b in bad] == [(1, "question"), (2, "rationale")]
+    assert bad[0]["reason"] == ("too long for the model: 72 tokens (question 60, answer 2, image and prompt 10) "
+                                "above its context of 50 tokens")
+    assert bad[1]["file"] == "p.jsonl" and "rationale and answer 62" in bad[1]["reason"]

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import datasets
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -58,7 +59,9 @@ def test_aokvqa_rows_become_multiple_choice_records_with_their_rationales(tmp_pa
     ds.save_to_disk(tmp_path / "aokvqa")
     out = tmp_path / "out"
     out.mkdir()
-    meta = world.build_world(cfg_for(tmp_path / "aokvqa", "aokvqa", **{"data.max_reject_frac": "0.2"}), out, "k")
+    # the toy validation split repeats train's images and questions: leakage, allowed here
+    meta = world.build_world(cfg_for(tmp_path / "aokvqa", "aokvqa", **{"data.max_reject_frac": "0.2",
+                                                                       "data.max_leak_frac": "1"}), out, "k")
     rat, pool, ev = (read_records(out / f"{s}.parquet") for s in ("rationale", "pool", "eval"))
     assert [r["id"] for r in rat] == [f"t{k:03d}" for k in range(6)]
     assert [r["id"] for r in pool] == [f"t{k:03d}" for k in range(6, 10)]  # after the rationale rows
@@ -72,6 +75,7 @@ def test_aokvqa_rows_become_multiple_choice_records_with_their_rationales(tmp_pa
     rejected = read_records(out / world.REJECTED)
     assert [(x["split"], x["id"], x["field"]) for x in rejected] == [("eval", "v002", "answer")]
     assert meta["rejected"]["eval"] == 1
+    assert meta["leakage"] == {"eval~rationale": 4, "eval~pool": 0, "eval~scorer": 2}
 
 
 def test_scienceqa_skips_text_only_rows_with_a_count_and_uses_hint_and_solution(tmp_path):
@@ -89,7 +93,8 @@ def test_scienceqa_skips_text_only_rows_with_a_count_and_uses_hint_and_solution(
     datasets.DatasetDict({"train": d, "validation": d}).save_to_disk(tmp_path / "sqa")
     out = tmp_path / "out"
     out.mkdir()
-    meta = world.build_world(cfg_for(tmp_path / "sqa", "scienceqa", **{"data.n_rationale": "9"}), out, "k")
+    meta = world.build_world(cfg_for(tmp_path / "sqa", "scienceqa", **{"data.n_rationale": "9",
+                                                                       "data.max_leak_frac": "1"}), out, "k")
     rat = read_records(out / "rationale.parquet")
     # rows 0..8 of train hold 3 text-only ones (0, 4, 8): 6 records, 3 skipped
     assert [r["id"] for r in rat] == [f"train-{k:06d}" for k in (1, 2, 3, 5, 6, 7)]
@@ -113,7 +118,8 @@ def test_any_dataset_by_column_mapping_from_a_folder_of_parquet_files(tmp_path):
     cols = "{id: qid, image: img, question: q, answer: a, rationale: why}"
     out = tmp_path / "out"
     out.mkdir()
-    world.build_world(cfg_for(tmp_path / "mine", "columns", **{"data.files.columns": cols}), out, "k")
+    world.build_world(cfg_for(tmp_path / "mine", "columns", **{"data.files.columns": cols,
+                                                               "data.max_leak_frac": "1"}), out, "k")
     ev = read_records(out / "eval.parquet")
     assert [r["id"] for r in ev] == [f"validation-{k}" for k in range(5)]
     assert ev[2]["question"] == "q2?" and ev[2]["answer"] == "2" and ev[2]["image"] == png(2)
@@ -136,3 +142,43 @@ def test_the_world_key_follows_a_local_dataset(tmp_path):
     datasets.DatasetDict({"train": aokvqa(13, "t"), "validation": aokvqa(6, "v")}).save_to_disk(tmp_path / "b")
     assert world.source_files(cfg_for(tmp_path / "b", "aokvqa")) != before
     assert world.source_files(cfg) == before
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
+def test_a_single_data_file_is_one_split_that_ours_read_in_turn(fmt, tmp_path, capsys):
+    n = 15
+    cols = {"qid": [f"r{k}" for k in range(n)], "q": [f"q{k}?" for k in range(n)], "a": [str(k) for k in range(n)],
+            "why": [f"w{k}." for k in range(n)]}
+    path = tmp_path / f"mine.{fmt}"
+    if fmt == "parquet":  # images as bytes, the Image feature kept in the file's metadata
+        feats = datasets.Features({"qid": datasets.Value("string"), "img": IMAGE, "q": datasets.Value("string"),
+                                   "a": datasets.Value("string"), "why": datasets.Value("string")})
+        datasets.Dataset.from_dict({**cols, "img": [{"bytes": png(k), "path": None} for k in range(n)]},
+                                   features=feats).to_parquet(path)
+    else:  # images as paths
+        for k in range(n):
+            (tmp_path / f"{k}.png").write_bytes(png(k))
+        df = pd.DataFrame({**cols, "img": [str(tmp_path / f"{k}.png") for k in range(n)]})
+        df.to_csv(path, index=False) if fmt == "csv" else df.to_json(path, orient="records", lines=True)
+    spec = "{id: qid, image: img, question: q, answer: a, rationale: why}"
+    cfg = cfg_for(path, "columns", **{"data.files.columns": spec})  # eval_split stays 'validation'
+    out = tmp_path / "out"
+    out.mkdir()
+    meta = world.build_world(cfg, out, "k")
+    assert "is one file: rationale, pool and eval read consecutive rows of it" in capsys.readouterr().out
+    ids = {s: [r["id"] for r in read_records(out / f"{s}.parquet")] for s in ("rationale", "pool", "eval")}
+    assert ids == {"rationale": [f"r{k}" for k in range(6)], "pool": [f"r{k}" for k in range(6, 10)],
+                   "eval": [f"r{k}" for k in range(10, 15)]}
+    assert meta["leakage"] == {"eval~rationale": 0, "eval~pool": 0, "eval~scorer": 0}
+    ev = read_records(out / "eval.parquet")
+    assert ev[0]["answer"] == "10" and ev[0]["image"] == png(10) and ev[0]["response"] == "w10. Answer: 10."
+    if fmt != "parquet":  # the world key follows the file's bytes
+        before = world.source_files(cfg)
+        path.write_text(path.read_text() + "\n")
+        assert world.source_files(cfg) != before
+
+
+def test_a_single_file_of_an_unknown_format_is_named(tmp_path):
+    (tmp_path / "mine.txt").write_text("x")
+    with pytest.raises(DataError, match=r"data.hf.dataset: .*mine.txt' is a file of unknown format '.txt'"):
+        world.build_world(cfg_for(tmp_path / "mine.txt", "columns"), tmp_path, "k")
