@@ -238,6 +238,11 @@ class SRCConfig(Section):
                 "rationale_sft.source='teacher' needs teacher.endpoint and teacher.model "
                 f"(got endpoint={self.teacher.endpoint!r}, model={self.teacher.model!r})"
             )
+        if self.scorer.model == "oracle" and self.data.world != "shapes":
+            raise ValueError(
+                f"scorer.model='oracle' judges with the built-in world's scene facts, which "
+                f"data.world={self.data.world!r} has none of: use scorer.model=builtin, train, or a "
+                "trained judge's path / hub id")
         rt = self.runtime
         if rt.launcher == "accelerate":
             if not rt.accelerate_config or not Path(rt.accelerate_config).is_file():
@@ -257,6 +262,17 @@ def _format_error(err: ValidationError, source: str) -> str:
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
             lines.append(f"  {path}: {e['msg']}{shown}")
     return "\n".join(lines)
+
+
+def _yaml_reason(e: yaml.YAMLError, with_line: bool = True) -> str:
+    """PyYAML's multi-line error as one clause: what is wrong and where."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    where = ""
+    if mark is not None:
+        where = (f" at line {mark.line + 1}," if with_line else " at") + f" column {mark.column + 1}"
+    context = getattr(e, "context", None)
+    return f"{problem}{where}" + (f", {context}" if context else "")
 
 
 def _set_path(tree: dict, path: str, value: Any) -> None:
@@ -286,7 +302,11 @@ def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, A
         key = key.strip()
         if not key:
             raise ConfigError(f"override {item!r} has an empty field path")
-        out[key] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:  # e.g. an unbalanced flow mapping `{id: qid`
+            raise ConfigError(f"override {item}: the value is not valid YAML ({_yaml_reason(e, False)}); "
+                              "quote the value or close its brackets") from None
     return out
 
 
@@ -307,7 +327,10 @@ def load_config(
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML ({_yaml_reason(e)})") from None
+        except (OSError, UnicodeDecodeError) as e:  # unreadable, or not a text file
+            raise ConfigError(f"config file {str(p)!r} cannot be read: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping, got {type(loaded).__name__}")
         tree, source = loaded, str(p)

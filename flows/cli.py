@@ -60,6 +60,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(result["base_table"])
     print("\nper iteration (0 = rationale-tuned, before any DPO):")
     print(result["table"])
+    if result.get("measured_by") == "R-Scorer":  # data without scene facts
+        print("consistency and factuality are judged by the R-Scorer (no scene facts to score them "
+              "exactly; models/evaluate.py says how)")
     print(f"\npipeline run {result['parent_run_id']} finished in {result['wall_seconds']:.0f}s")
     if args.summary_json:  # for scripts (bench/): per-iteration metrics, timing, run id
         import json
@@ -110,14 +113,46 @@ def main(argv: list[str] | None = None) -> int:
     return dispatch(ap.parse_args(argv))
 
 
-def dispatch(args: argparse.Namespace) -> int:
-    """Run a parsed subcommand; user mistakes (bad config, bad ids) become one error line."""
-    from data.config import ConfigError
+# commands that load a model: their config must load and its device exist before Prefect starts
+LOADS_MODEL = ("run", "eval-base", "retrain")
 
+
+def print_error(e: BaseException) -> None:
+    """One `error: ...` line per line of the message (a DataError names each bad split on
+    its own line), on stderr."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Checks that need no server and no model, run before any command that loads one: the
+    config loads (ConfigError) and its model.device is on this machine (DeviceUnavailable)."""
+    if getattr(args, "cmd", None) not in LOADS_MODEL:
+        return
+    from data.config import load_config
+    from flows.preflight import check_device
+
+    check_device(load_config(args.config, args.overrides).model.device)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand; user mistakes (bad config, bad ids, a state dir that cannot be
+    used, a device that is not here) become `error:` lines and exit 2. The state dir is checked
+    first: importing tasks.common points Prefect's home and results into it."""
+    from data.config import ConfigError
+    from tasks.store import state_dir_problem
+
+    if getattr(args, "needs_state_dir", True):  # `src doctor` reports it as a check instead
+        problem = state_dir_problem()
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     try:
+        preflight(args)
         return args.fn(args)
     except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
     except Exception as e:
         from flows.preflight import lost_service

@@ -28,25 +28,67 @@ def _reachable(url: str, timeout: float) -> str | None:
         return str(getattr(e, "reason", e))
 
 
+SERVERS = {  # kind -> (name, environment variable, how to start it, how to do without it)
+    "mlflow": ("MLflow tracking server", "MLFLOW_TRACKING_URI", "`mlflow server --host 127.0.0.1 --port 5000`",
+               "unset MLFLOW_TRACKING_URI to track in the local SQLite store"),
+    "prefect": ("Prefect API", "PREFECT_API_URL", "`prefect server start --host 127.0.0.1`",
+                "unset PREFECT_API_URL to run with a temporary in-process server"),
+}
+
+
+def check_server(kind: str, uri: str, timeout: float = 3.0) -> None:
+    """Raise `ServiceUnavailable` naming `uri` and how to start it when `uri` is an HTTP server
+    (kind 'mlflow' or 'prefect') that does not answer its health check; local stores pass."""
+    name, _, start, local = SERVERS[kind]
+    if not uri.startswith(("http://", "https://")):
+        return
+    why = _reachable(uri.rstrip("/") + "/health", timeout)
+    if why is not None:
+        raise ServiceUnavailable(f"{name} {uri} is not reachable ({why}): start it with "
+                                 f"`src up` (or {start}), or {local}")
+
+
 def check_services(tracking_uri: str | None = None, prefect_api: str | None = None,
                    timeout: float = 3.0) -> None:
     """Raise `ServiceUnavailable` naming the URI and how to start it, for the first server
     (MLflow, then Prefect) that is configured over HTTP and does not answer its health check."""
-    servers = [
-        ("MLflow tracking server", tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""),
-         "`mlflow server --host 127.0.0.1 --port 5000`", "unset MLFLOW_TRACKING_URI to track in "
-         "the local SQLite store"),
-        ("Prefect API", prefect_api if prefect_api is not None else os.environ.get("PREFECT_API_URL", ""),
-         "`prefect server start --host 127.0.0.1`", "unset PREFECT_API_URL to run with a "
-         "temporary in-process server"),
-    ]
-    for name, uri, start, local in servers:
-        if not uri.startswith(("http://", "https://")):
-            continue
-        why = _reachable(uri.rstrip("/") + "/health", timeout)
-        if why is not None:
-            raise ServiceUnavailable(f"{name} {uri} is not reachable ({why}): start it with "
-                                     f"`src up` (or {start}), or {local}")
+    check_server("mlflow", tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""), timeout)
+    check_server("prefect", prefect_api if prefect_api is not None else os.environ.get("PREFECT_API_URL", ""),
+                 timeout)
+
+
+class DeviceUnavailable(ValueError):
+    """model.device names a device this machine does not have (the CLI prints one line, exit 2)."""
+
+
+def check_device(device: str) -> None:
+    """Raise `DeviceUnavailable` when `model.device` asks for a CUDA (or MPS) device that is not
+    here: without this, the first model load fails deep in torch with "Torch not compiled with
+    CUDA enabled", after Prefect and MLflow started. Configs themselves stay loadable anywhere
+    (a 7B preset with model.device=cuda is still read and tested on a CPU machine)."""
+    d = (device or "auto").strip()
+    if d in ("auto", "cpu"):
+        return
+    import torch
+
+    try:
+        kind = torch.device(d)
+    except (RuntimeError, ValueError):
+        raise DeviceUnavailable(f"model.device={device!r} is not a torch device; use auto, cpu, "
+                                "cuda or cuda:<index>") from None
+    fix = "; use model.device=auto or cpu"
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (f"torch {torch.__version__} is a CPU-only build" if not torch.version.cuda else
+                   f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no GPU or driver")
+            raise DeviceUnavailable(f"model.device={device!r} but no CUDA device is available here "
+                                    f"({why}){fix}")
+        n = torch.cuda.device_count()
+        if kind.index is not None and kind.index >= n:
+            raise DeviceUnavailable(f"model.device={device!r} but this machine has {n} CUDA "
+                                    f"device(s) (cuda:0..cuda:{n - 1}){fix}")
+    elif kind.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailable(f"model.device={device!r} but no Apple MPS device is available here{fix}")
 
 
 def lost_service(e: BaseException) -> str | None:

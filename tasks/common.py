@@ -2,6 +2,9 @@
 model loading from references, progress on long stages (a bar on a terminal, log lines in
 Prefect logs and CI).
 
+A stage retries (its `retries`) only transient failures; a ValueError (bad rows, a bad config
+value) fails at once, and Prefect logs a DataError / ConfigError without its traceback.
+
 A task takes and returns small JSON values: the stage key, the config as a dict, and
 references `{"path", "digest", ...}` to earlier outputs; never models or datasets.
 """
@@ -24,9 +27,16 @@ os.environ.setdefault("PREFECT_HOME", str(state_dir() / "prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
+import logging  # noqa: E402
+
 from prefect import get_run_logger, task  # noqa: E402
 
-from data.config import SRCConfig  # noqa: E402
+from data.config import ConfigError, SRCConfig  # noqa: E402
+from data.validate import DataError  # noqa: E402
+
+# A user's mistake (bad rows, a bad config value): its message names the problem, the CLI
+# prints it as `error: ...` lines, and a traceback from Prefect would only bury it.
+USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError)
 
 
 def _key_from_params(context: Any, parameters: dict[str, Any]) -> str:
@@ -35,14 +45,59 @@ def _key_from_params(context: Any, parameters: dict[str, Any]) -> str:
     return parameters["key"]
 
 
+def is_deterministic(exc: BaseException | None) -> bool:
+    """A ValueError (DataError, ConfigError, any bad value) fails the same way on every try;
+    anything else (OSError, RuntimeError: a full disk, CUDA out of memory) may not."""
+    return isinstance(exc, ValueError)
+
+
+def _failure_of(state: Any) -> BaseException | None:
+    """The exception a Failed state carries (Prefect wraps a raised one as `data`)."""
+    data = getattr(state, "data", None)
+    if not isinstance(data, BaseException):
+        data = getattr(data, "result", None)  # a persisted ResultRecord holds it as `.result`
+    return data if isinstance(data, BaseException) else None
+
+
+def _retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Prefect's `retry_condition_fn`: retry only what may succeed the next time."""
+    return not is_deterministic(_failure_of(state))
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Drop the traceback from Prefect's "Task run failed with exception" and "Encountered
+    exception during execution" records when the exception is a USER_ERRORS one: the record
+    itself (one line, the error's repr) stays, in the terminal and in the Prefect UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        if isinstance(exc, USER_ERRORS):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _install_log_filter() -> None:
+    """On the loggers of Prefect's task and flow engines (a filter on a logger survives
+    Prefect's own logging setup, which replaces handlers only)."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForUserErrors) for f in logger.filters):
+            logger.addFilter(_NoTracebackForUserErrors())
+
+
+_install_log_filter()
+
+
 def stage_task(name: str, retries: int = 0) -> Callable:
-    """A Prefect task cached across runs under the store key passed as `key`."""
+    """A Prefect task cached across runs under the store key passed as `key`; `retries`
+    applies to transient failures only (`is_deterministic`)."""
     return task(
         name=name,
         cache_key_fn=_key_from_params,
         persist_result=True,
         retries=retries,
         retry_delay_seconds=[5, 20, 60][:max(retries, 1)] if retries else 0,
+        retry_condition_fn=_retry_transient,
     )
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,11 +33,44 @@ MANIFEST = "manifest.json"
 REPORTS = ("metrics.json", "rejected_rows.parquet")
 
 
+def state_path() -> Path:
+    """`$SRC_STATE_DIR` or `<project>/.src`, absolute; not created (see `state_dir`)."""
+    return Path(os.environ.get("SRC_STATE_DIR") or PROJECT_DIR / ".src").resolve()
+
+
 def state_dir() -> Path:
     """`$SRC_STATE_DIR` or `<project>/.src`, absolute, created on demand."""
-    p = Path(os.environ.get("SRC_STATE_DIR") or PROJECT_DIR / ".src").resolve()
+    p = state_path()
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def state_dir_problem() -> str | None:
+    """None when the state directory exists (created here if needed) and takes files; else
+    one line naming SRC_STATE_DIR and the path, for the CLI to print before Prefect, which
+    keeps its home and results in that folder, starts."""
+    p = state_path()
+    raw = os.environ.get("SRC_STATE_DIR")
+    name = f"SRC_STATE_DIR={raw}" if raw else f"the state dir {p} (SRC_STATE_DIR is not set)"
+    if raw and Path(raw) != p:  # relative, or with `..` / a link in it: say where it lands
+        name += f" ({p})"
+    fix = "; set SRC_STATE_DIR to a folder you can write to"
+    if p.exists() and not p.is_dir():
+        return f"{name} is a file, not a folder{fix}"
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except NotADirectoryError:
+        blocker = next((a for a in p.parents if a.exists() and not a.is_dir()), p.parent)
+        return f"{name} cannot be created: {blocker} is a file{fix}"
+    except OSError as e:
+        return f"{name} cannot be created: {e.strerror or e}{fix}"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{name} is not writable: {e.strerror or e}{fix}"
+    return None
 
 
 def stage_key(stage: str, version: int, config: Any, inputs: dict[str, str], seed: int) -> str:

@@ -57,6 +57,24 @@ def test_bad_override_syntax_and_files(tmp_path):
         load_config(None, ["search.beams=2", "search.beams.x=1"])
 
 
+def test_yaml_errors_are_one_line_naming_the_override_or_file(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        parse_overrides(["data.files.columns={id: qid"])
+    msg = str(e.value)
+    assert msg.startswith("override data.files.columns={id: qid: the value is not valid YAML (")
+    assert "column 9" in msg and "\n" not in msg
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: 1\n  b: [\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert str(e.value).startswith(f"config file {str(bad)!r} is not valid YAML (") and "line 2" in str(e.value)
+    assert "\n" not in str(e.value)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(binary)
+
+
 def test_runtime_knobs_do_not_change_the_stage_signature():
     a = load_config(None, ["search.batch_size=8"])
     b = load_config(None, ["search.batch_size=128"])

@@ -50,3 +50,21 @@ def test_src_run_with_a_server_down_fails_in_one_line_before_compute(var, tmp_pa
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "state" / "stages").exists()  # nothing was computed
     assert time.time() - t0 < 60
+
+
+def test_a_device_that_is_not_here_is_named_before_any_model_loads():
+    import torch
+
+    from flows.preflight import DeviceUnavailable, check_device
+
+    check_device("auto")
+    check_device("cpu")
+    with pytest.raises(DeviceUnavailable, match=r"model.device='tpu0' is not a torch device"):
+        check_device("tpu0")
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        with pytest.raises(DeviceUnavailable, match=rf"this machine has {n} CUDA device\(s\)"):
+            check_device(f"cuda:{n}")
+    else:
+        with pytest.raises(DeviceUnavailable, match=r"model.device='cuda' but no CUDA device is available"):
+            check_device("cuda")
