@@ -10,6 +10,10 @@ from typing import Sequence
 from data.scoring import parse_claims, parse_response, scene_objects, score_shapes
 
 METRICS = ("accuracy", "format_rate", "consistency", "factuality")
+# Metrics a row may leave as None: not applicable (a short answer has no rationale to be
+# consistent with) or not measured (data without scene facts and no R-Scorer to judge it).
+OPTIONAL = ("consistency", "factuality")
+NA = "n/a"
 
 
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
@@ -42,11 +46,16 @@ def score_records(records: Sequence[dict], responses: Sequence[str]) -> list[dic
 
 
 def summarize(rows: Sequence[dict]) -> dict:
-    """{'accuracy': .., 'accuracy_se': .., ..., 'mean_length': .., 'n': .., 'families': {...}}."""
+    """{'accuracy': .., 'accuracy_se': .., ..., 'mean_length': .., 'n': .., 'families': {...}}.
+
+    A consistency or factuality that no row measured (every row's value is None) is None in
+    the summary, with its standard error."""
     def block(rs: Sequence[dict]) -> dict:
         out: dict = {"n": len(rs)}
         for m in METRICS:
-            out[m], out[f"{m}_se"] = mean_se([r[m] for r in rs])
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            # None (JSON null), not NaN and not 0: "not measured" is no number at all
+            out[m], out[f"{m}_se"] = mean_se(vals) if vals or m not in OPTIONAL else (None, None)
         out["mean_length"], out["mean_length_se"] = mean_se([r["length"] for r in rs])
         return out
 
@@ -59,12 +68,16 @@ def summarize(rows: Sequence[dict]) -> dict:
 
 
 def format_table(summary: dict) -> str:
-    """A plain-text table: one line per family, then the total."""
+    """A plain-text table: one line per family, then the total; `n/a` for a metric that was not
+    measured or does not apply."""
     head = f"{'family':<12} {'n':>5} " + " ".join(f"{m:>13}" for m in METRICS)
     lines = [head, "-" * len(head)]
-    items = list(summary["families"].items()) + [("all", summary)]
+    fams = summary["families"]
+    # one family (data without families are all "all"): the total alone says it
+    items = ([] if len(fams) == 1 else list(fams.items())) + [("all", summary)]
     for name, b in items:
-        cells = " ".join(f"{100 * b[m]:6.1f}±{100 * b[m + '_se']:4.1f}%" for m in METRICS)
+        cells = " ".join(f"{NA:>13}" if b.get(m) is None else f"{100 * b[m]:6.1f}±{100 * b[m + '_se']:4.1f}%"
+                         for m in METRICS)
         lines.append(f"{name:<12} {b['n']:>5} {cells}")
     return "\n".join(lines)
 

@@ -79,8 +79,9 @@ def eval_metrics(ref: dict) -> dict:
     import json
 
     summary = json.loads((Path(ref["path"]) / "metrics.json").read_text())
-    out = {f"eval/{k}": summary[k] for k in EVAL_KEYS if k in summary}
-    out.update({f"eval/{k}_se": summary[f"{k}_se"] for k in EVAL_KEYS if f"{k}_se" in summary})
+    # a metric that was not measured (None) is not logged at all: MLflow has no "n/a"
+    out = {f"eval/{k}": summary[k] for k in EVAL_KEYS if summary.get(k) is not None}
+    out.update({f"eval/{k}_se": summary[f"{k}_se"] for k in EVAL_KEYS if summary.get(f"{k}_se") is not None})
     for fam, block in summary.get("families", {}).items():
         out[f"eval/family/{fam}/accuracy"] = block["accuracy"]
     return out
@@ -151,8 +152,8 @@ def metrics_table(results: list[dict]) -> str:
     lines = [head, "|" + "---|" * (len(cols) + 5)]
     for r in results:
         m = r["metrics"]
-        cells = [f"{100 * m.get(f'eval/{c}', float('nan')):.1f} ± {100 * m.get(f'eval/{c}_se', float('nan')):.1f}"
-                 for c in cols]
+        cells = [f"{100 * m[f'eval/{c}']:.1f} ± {100 * m.get(f'eval/{c}_se', float('nan')):.1f}"
+                 if m.get(f"eval/{c}") is not None else "n/a" for c in cols]
         extra = [m.get("judge/flip_rate"), m.get("judge/onpolicy_agreement"), m.get("curate/kept_frac"),
                  m.get("dpo/loss")]
         cells += ["" if v is None else f"{v:.3f}" for v in extra]

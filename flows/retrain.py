@@ -184,7 +184,7 @@ def _reevaluate(cfg: SRCConfig, spec: str, tracker: Any) -> Score:
     """Held-out accuracy of the policy at `<run id>:<t>` on the current config's held-out set
     (cached stage tasks, so a repeat costs nothing)."""
     from flows.layout import base_ref, resolve_start
-    from flows.src_iterate import _key
+    from flows.src_iterate import _key, eval_key
     from tasks import evaluate, world
 
     c = cfg.model_dump(mode="json")
@@ -193,11 +193,8 @@ def _reevaluate(cfg: SRCConfig, spec: str, tracker: Any) -> Score:
                                                "n_scorer": cfg.scorer.n_train_items},
                                         world.source_files(c)), cfg=c)
     chain = resolve_start(spec, tracker)["chain"]
-    ev = evaluate.eval_task(
-        key=_key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
-                 {"base": base["digest"], "chain": [r["digest"] for r in chain],
-                  "world": w["digest"]}),
-        cfg=c, base=base, chain=chain, world=w)
+    # accuracy only: no judge needed, whatever the world
+    ev = evaluate.eval_task(key=eval_key(cfg, base, chain, w), cfg=c, base=base, chain=chain, world=w)
     summary = json.loads((Path(ev["path"]) / "metrics.json").read_text())
     return Score(float(summary["accuracy"]), float(summary.get("accuracy_se", 0.0)))
 

@@ -44,6 +44,14 @@ def _key(module: Any, cfg: SRCConfig, sections: dict[str, Any], inputs: dict[str
     return stage_key(module.STAGE, module.VERSION, sig, inputs, cfg.seed)
 
 
+def eval_key(cfg: SRCConfig, base: dict, chain: list[dict], w: dict, judge: dict | None = None) -> str:
+    """The evaluation stage's key; the judge is an input only where it measures (no facts)."""
+    inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
+    if judge is not None and chain and evaluate.needs_judge(cfg.data.world):
+        inputs["judge"] = judge["digest"]
+    return _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model}, inputs)
+
+
 def _run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
     """Call a stage task; a cached result whose files are gone or altered is recomputed.
 
@@ -57,6 +65,11 @@ def _run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
 
 # scorer.model=oracle: no judge model; the score stage asks the exact scorer (data/judging.py)
 ORACLE_JUDGE = {"stage": "scorer", "path": "", "judge_dir": "", "digest": "oracle", "key": "", "meta": {}}
+
+
+def _eval_judge(cfg: SRCConfig, judge: dict | None) -> dict | None:
+    """The judge the evaluation stage gets: only where it measures (data without facts)."""
+    return judge if evaluate.needs_judge(cfg.data.world) else None
 
 
 def _d(refs: list[dict]) -> list[str]:
@@ -141,9 +154,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
         tracker.log_artifact(parent, Path(w["path"]) / world.REJECTED, "data")
         tracker.log_metrics(parent, {f"data/rejected_{k}": v for k, v in w["meta"].get("rejected", {}).items()})
         # the base model before any SRC stage (short answers): the reference row of every table
-        eb = run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
-                                                     {"base": base["digest"], "chain": [], "world": w["digest"]}),
-                  cfg=c, base=base, chain=[], world=w)
+        eb = run(evaluate.eval_task, evaluate, eval_key(cfg, base, [], w), cfg=c, base=base, chain=[], world=w)
         base_summary = json.loads((Path(eb["path"]) / "metrics.json").read_text())
         base_metrics = eval_metrics(eb)
         tracker.log_metrics(parent, {f"base/{k}": v for k, v in base_metrics.items()})
@@ -170,9 +181,8 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                              cfg=c, base=base, world=w)
             else:  # the committed tiny judge, or a trained one by path or hub id: nothing to train
                 judge = given_judge
-            e0 = run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
-                                             {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
-                                    cfg=c, base=base, chain=chain, world=w)
+            e0 = run(evaluate.eval_task, evaluate, eval_key(cfg, base, chain, w, judge),
+                     cfg=c, base=base, chain=chain, world=w, judge=_eval_judge(cfg, judge))
             results.append(log_iteration(tracker, parent, 0, {"adapter": s, "eval": e0}))
             shown.append({"iteration": 0, "metrics": results[-1]["metrics"], "eval": e0, "adapter": s})
         if judge is not ORACLE_JUDGE and Path(judge.get("judge_dir") or Path(judge["path"]) / "judge").is_dir():
@@ -197,9 +207,8 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                                        {**inputs, "pairs": prefs["digest"]}),
                               cfg=c, base=base, chain=chain, pairs=prefs, world=w)
             chain = chain + [ad]
-            ev = run(evaluate.eval_task, evaluate, _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model},
-                                             {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}),
-                                    cfg=c, base=base, chain=chain, world=w)
+            ev = run(evaluate.eval_task, evaluate, eval_key(cfg, base, chain, w, judge),
+                     cfg=c, base=base, chain=chain, world=w, judge=_eval_judge(cfg, judge))
             results.append(log_iteration(tracker, parent, t, {
                 "candidates": cands, "scores": sc, "pairs": prefs, "adapter": ad, "eval": ev}))
             shown.append({"iteration": t, "metrics": results[-1]["metrics"], "eval": ev,
@@ -215,6 +224,9 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                                  "pipeline/stage_seconds": timing["stage_seconds"],
                                  "pipeline/overhead_frac": timing["overhead_frac"]})
     table = metrics_table(results)
+    # where the last table row's consistency/factuality come from: exact scorer, R-Scorer, None
+    measured_by = (json.loads((Path(shown[-1]["eval"]["path"]) / "metrics.json").read_text()).get("measured_by")
+                   if shown else None)
     tracker.log_dict(parent, {"iterations": results, "timing": timing}, "summary.json")
     tracker.end_run(parent)
     uri = getattr(tracker, "uri", "")
@@ -225,7 +237,8 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     )
     return {"parent_run_id": parent, "iterations": results, "wall_seconds": wall, "table": table,
             "timing": timing, "chain": [r["path"] for r in chain], "base_metrics": base_metrics,
-            "tracking_uri": uri, "base_table": format_table(base_summary), "report": str(report_page)}
+            "tracking_uri": uri, "base_table": format_table(base_summary), "report": str(report_page),
+            "measured_by": measured_by}
 
 
 @flow(name="src-iterate", log_prints=True, persist_result=False)

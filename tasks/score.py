@@ -22,7 +22,7 @@ def score_shard(cfg: dict, judge: dict, candidates: dict, key: str, lo: int, hi:
     if not f.is_file():
         c = config_of(cfg)
         items = judge_items_of(candidates)[lo:hi]
-        judge_fn, (model, tokenizer) = _judge(c, judge)
+        judge_fn, (model, tokenizer) = open_judge(c, judge)
         write_records(judge_fn(model, tokenizer, items, c.scorer, progress_logger(f"score {lo}-{hi}")), f)
     return str(f)
 
@@ -33,7 +33,8 @@ def judge_items_of(candidates: dict) -> list[dict]:
     return judge_items(read_records(Path(candidates["path"]) / "candidates.parquet"))
 
 
-def _judge(cfg, judge: dict):
+def open_judge(cfg, judge: dict):
+    """(score function of cfg.scorer.mode, (model, tokenizer)) of a judge reference."""
     from models.scorer import load_judge, score_pairs, score_points
 
     # a trained judge is `<output>/judge`; a given one (scorer.model) is its own path or hub id
@@ -58,7 +59,7 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: 
         parts = map_shards(cfg, score_shard, [dict(cfg=cfg_dict, judge=judge, candidates=candidates, key=key,
                                                    lo=lo, hi=hi) for lo, hi in bounds], "score")
         return _write(cfg, [r for f in parts for r in read_records(f)], cands, out)
-    judge_fn, (model, tokenizer) = _judge(cfg, judge)
+    judge_fn, (model, tokenizer) = open_judge(cfg, judge)
     return _write(cfg, judge_fn(model, tokenizer, items, cfg.scorer, progress_logger("score")), cands, out)
 
 
