@@ -103,10 +103,26 @@ def train_and_save(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig,
 
 def training_records(cfg: SRCConfig, records: list[dict], flaw_pairs: int = 2) -> list[dict]:
     """Labelled pairs (and, in pointwise mode, pointwise items) of the scorer split;
-    `flaw_pairs` flaw-vs-flaw pairs per record (`data.perturb.pair_records`)."""
-    train = pair_records(records, cfg.seed, flaw_pairs=flaw_pairs)
+    `flaw_pairs` flaw-vs-flaw pairs per record. Records with scene facts (the built-in world)
+    get data/perturb.py's exactly checked flaws; others (your own data) data/perturb_text.py's
+    flaws that hold by construction.
+
+    Raises:
+        ValueError: no record has a gold rationale to perturb.
+    """
+    from data import perturb_text
+
+    if perturb_text.has_facts(records):
+        pairs, points = pair_records, point_records
+    else:
+        pairs, points = perturb_text.pair_records, perturb_text.point_records
+    train = pairs(records, cfg.seed, flaw_pairs=flaw_pairs)
     if cfg.scorer.mode == "pointwise":
-        train += point_records(records, cfg.seed)
+        train += points(records, cfg.seed)
+    if not train:
+        raise ValueError(f"scorer.model=train: none of the {len(records)} scorer-split records has a gold "
+                         "rationale to make training pairs from; give rationales, or set scorer.model to "
+                         "a trained judge (builtin, a path or a hub id)")
     return train
 
 

@@ -12,15 +12,18 @@ STAGE, VERSION = "scorer", 2
 
 
 def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path) -> dict:
-    from data.perturb import candidate_items
+    from data import perturb, perturb_text
     from models.judge_bootstrap import new_tiny_judge, train_and_save, training_records
 
     cfg = config_of(cfg_dict)
     model, tokenizer = new_tiny_judge(cfg, base["path"])  # shares the world's tokenizer (the base model's)
     train = training_records(cfg, read_records(Path(world["path"]) / "scorer.parquet"))
-    # agreement with the exact scorer on held-out (eval split) perturbation candidates
+    # agreement with the labels on held-out (eval split) perturbation candidates: the exact
+    # scorer's on the built-in world, the by-construction ones on data without facts
     n = cfg.scorer.n_heldout
-    held = candidate_items(read_records(Path(world["path"]) / "eval.parquet")[:n], cfg.seed) if n else []
+    ev = read_records(Path(world["path"]) / "eval.parquet")[:n]
+    items = perturb.candidate_items if perturb_text.has_facts(ev) else perturb_text.candidate_items
+    held = items(ev, cfg.seed) if n else []
     metrics = train_and_save(model, tokenizer, cfg, train, held, out / "judge", progress_logger("scorer"))
     write_json(out / "metrics.json", metrics)
     return {"metrics": metrics}
