@@ -1,4 +1,5 @@
-"""Every SRC stage once on the built-in world, as plain function calls (no Prefect, no MLflow).
+"""Every SRC stage once, as plain function calls (no Prefect flow, no MLflow): the built-in
+world, or your own data (`data.world=files|hf`, read and validated by the world stage's code).
 
     python scripts/run_stages.py --config configs/builtin.yaml [section.field=value ...]
 
@@ -23,7 +24,9 @@ from data.config import load_config  # noqa: E402
 from data.curation import curate, flip_rate  # noqa: E402
 from data.judging import judge_items, oracle_pairs  # noqa: E402
 from data.metrics import format_table  # noqa: E402
+from data import perturb_text  # noqa: E402
 from data.perturb import agreement, candidate_items, onpolicy_agreement  # noqa: E402
+from data.records import read_records  # noqa: E402
 from data.shapes import generate, load_image  # noqa: E402
 from models.bootstrap import resolve_base  # noqa: E402
 from models.dpo import train_dpo  # noqa: E402
@@ -41,6 +44,20 @@ def stamp(t0: float, msg: str) -> None:
     print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True)
 
 
+def splits(cfg, out: Path) -> dict[str, list[dict]]:
+    """The records of every split: generated (the built-in world) or your data, through the
+    world stage's own reading and validation (tasks/world.py)."""
+    sizes = {"rationale": cfg.data.n_rationale, "pool": cfg.iterate.prompts_per_iteration,
+             "eval": cfg.data.n_eval, "scorer": cfg.scorer.n_train_items}
+    if cfg.data.world == "shapes":
+        return {s: generate(s, n, cfg.data, cfg.seed) for s, n in sizes.items()}
+    from tasks.world import build_world
+
+    (out / "world").mkdir(parents=True, exist_ok=True)
+    build_world(cfg.model_dump(mode="json"), out / "world", "run-stages")
+    return {s: read_records(out / "world" / f"{s}.parquet")[:n] for s, n in sizes.items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/builtin.yaml")
@@ -53,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     base = resolve_base(cfg.model.base)
     results: dict = {}
-    ev_recs = generate("eval", cfg.data.n_eval, cfg.data, cfg.seed)
+    data = splits(cfg, out)
+    ev_recs = data["eval"]
 
     def evaluate(model, processor, name):
         summary, _ = evaluate_policy(model, processor, ev_recs, cfg.eval)
@@ -64,19 +82,19 @@ def main(argv: list[str] | None = None) -> dict:
                                     trust_remote_code=cfg.model.trust_remote_code)
     ckpt = cfg.model.gradient_checkpointing
     evaluate(model, processor, "base")
-    sft = train_rationale_sft(model, processor, generate("rationale", cfg.data.n_rationale, cfg.data, cfg.seed),
+    sft = train_rationale_sft(model, processor, data["rationale"],
                               cfg.rationale_sft, out / "sft", cfg.seed, gradient_checkpointing=ckpt)
     stamp(t0, f"rationale SFT: {sft}")
     evaluate(model, processor, "rationale_tuned")
 
-    held = candidate_items(ev_recs[: max(cfg.scorer.n_heldout, 1)], cfg.seed)
+    held_recs = ev_recs[: max(cfg.scorer.n_heldout, 1)]
+    held = (candidate_items if perturb_text.has_facts(held_recs) else perturb_text.candidate_items)(held_recs, cfg.seed)
     judge = judge_tok = None
     if cfg.scorer.model == "oracle":  # the exact scorer judges (the ceiling ablation)
         jm = {}
     elif cfg.scorer.model == "train":  # a tiny judge trained here, as `scorer.model=train` does
         judge, judge_tok = new_tiny_judge(cfg, base)
-        jm = train_and_save(judge, judge_tok, cfg, training_records(
-            cfg, generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed)), held, out / "judge")
+        jm = train_and_save(judge, judge_tok, cfg, training_records(cfg, data["scorer"]), held, out / "judge")
     else:  # the committed judge (or a given one): measured on the same held-out items
         where = judge_path(cfg.scorer.model, cfg.scorer.mode)
         check_template(where, cfg.scorer.template, cfg.scorer.mode)
@@ -85,13 +103,14 @@ def main(argv: list[str] | None = None) -> dict:
     results["scorer"] = jm
     stamp(t0, f"R-Scorer: {jm}")
 
-    pool = generate("pool", cfg.iterate.prompts_per_iteration, cfg.data, cfg.seed)
-    items = [{"prompt_id": r["id"], "image": load_image(r["image"]), "question": r["question"]} for r in pool]
+    pool = data["pool"]
+    items = [{"prompt_id": r["id"], "image": load_image(r["image"]), "question": r["question"],
+              **({"choices": r["choices"]} if r.get("choices") else {})} for r in pool]
     cands = search_candidates(model, processor, items, cfg.search, seed=cfg.seed)
     by_id = {r["id"]: r for r in pool}
     for c in cands:
         r = by_id[c["prompt_id"]]
-        c.update(gold=r["answer"], facts=r["facts"], reference=r["reference"], question=r["question"])
+        c.update(gold=r["answer"], facts=r.get("facts"), reference=r.get("reference"), question=r["question"])
     stamp(t0, f"search: {len(cands)} candidates for {len(pool)} prompts")
     jitems = judge_items(cands)
     rows = oracle_pairs(jitems) if judge is None else score_pairs(judge, judge_tok, jitems, cfg.scorer)

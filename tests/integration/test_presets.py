@@ -3,8 +3,9 @@ architecture shrunk to random-weight tiny models (models/tiny_archs.py): rationa
 pairwise scoring, curation, DPO and evaluation, as plain stage calls (scripts/run_stages.py).
 
 The test changes only what a CPU cannot do or what makes a tiny random model learn the answer
-format in seconds: the model folders, float32 instead of bfloat16, the built-in world instead
-of A-OKVQA, and small sizes and steps. Architecture, gradient checkpointing, LoRA targets, the
+format in seconds: the model folders, float32 instead of bfloat16, a small local A-OKVQA-shaped
+dataset (data/examples.py, read through the preset's own `data.world=hf` and `aokvqa`
+mapping) instead of the hub's A-OKVQA, and small sizes and steps. Architecture, gradient checkpointing, LoRA targets, the
 judge's prompt style and every other field are the preset's own.
 """
 
@@ -29,7 +30,7 @@ PRESETS = {
     "qwen2.5-vl-7b": ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"),
 }
 TINY = [
-    "data.world=shapes", "data.n_rationale=200", "data.n_eval=12", "model.dtype=float32", "model.device=cpu",
+    "data.n_rationale=200", "data.n_pool=8", "data.n_eval=12", "model.dtype=float32", "model.device=cpu",
     "rationale_sft.max_steps=80", "rationale_sft.batch_size=8", "rationale_sft.learning_rate=3e-3",
     "rationale_sft.lora.train_lm_head=true", "search.beams=2", "search.per_beam=2", "search.n_candidates=3",
     "search.max_sentences=3", "search.max_sentence_tokens=12", "search.batch_size=8",
@@ -37,6 +38,16 @@ TINY = [
     "curation.delta=0", "curation.require_correct_chosen=false", "dpo.max_steps=2", "dpo.batch_size=2",
     "eval.max_new_tokens=24", "eval.batch_size=8", "runtime.num_threads=1",
 ]
+
+
+@pytest.fixture(scope="module")
+def aokvqa(tmp_path_factory) -> Path:
+    """A local dataset in A-OKVQA's layout (train / validation), without scene facts."""
+    from data.examples import write_aokvqa
+
+    out = tmp_path_factory.mktemp("data") / "aokvqa"
+    write_aokvqa(out, n_train=220, n_eval=12)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +63,7 @@ def tiny_judge(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_the_preset_runs_every_stage_with_its_architecture_shrunk(preset, tiny_judge, tmp_path):
+def test_the_preset_runs_every_stage_with_its_architecture_shrunk(preset, tiny_judge, aokvqa, tmp_path):
     from transformers import AutoTokenizer
 
     import run_stages
@@ -64,10 +75,12 @@ def test_the_preset_runs_every_stage_with_its_architecture_shrunk(preset, tiny_j
     assert cfg.model.dtype == "bfloat16" and cfg.model.gradient_checkpointing
     assert cfg.rationale_sft.lora.target_modules == "all-linear" == cfg.dpo.lora.target_modules
     assert cfg.scorer.model == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert (cfg.data.world, cfg.data.hf.mapping) == ("hf", "aokvqa")
     base = build_arch(arch, AutoTokenizer.from_pretrained(ROOT / "models/builtin/base"), tmp_path / arch)
     assert json.loads((base / "config.json").read_text())["architectures"] == [real_class]
     out = run_stages.main(["--config", f"configs/{preset}.yaml", "--out", str(tmp_path / "run"),
-                           f"model.base={base}", f"scorer.model={tiny_judge}", *TINY])
+                           f"model.base={base}", f"scorer.model={tiny_judge}", f"data.hf.dataset={aokvqa}",
+                           *TINY])
     assert set(out) >= {"base", "rationale_tuned", "scorer", "curate", "dpo", "iteration_1"}
     assert out["curate"]["curate/kept"] >= 1 and out["scorer"]["judge/n_decisive_pairs"] > 0
     assert math.isfinite(out["dpo"]["loss"]) and out["dpo"]["steps"] == 2
