@@ -86,7 +86,9 @@ def _row(label: str, m: dict) -> dict:
             row[k] = m[f"eval/{k}"]
             row[f"{k}_se"] = m.get(f"eval/{k}_se")
     row["families"] = {k.split("/")[2]: v for k, v in m.items() if k.startswith("eval/family/")}
-    for k, name in (("judge/flip_rate", "flip_rate"), ("curate/kept_frac", "kept_frac"),
+    for k, name in (("search/headroom", "headroom"), ("search/bestofn_correct_consistent", "bestofn_cc"),
+                    ("search/greedy_correct_consistent", "greedy_cc"),
+                    ("judge/flip_rate", "flip_rate"), ("curate/kept_frac", "kept_frac"),
                     ("judge/onpolicy_agreement", "judge_agree"), ("dpo/loss", "dpo_loss")):
         if k in m:
             row[name] = m[k]
@@ -141,7 +143,8 @@ def targets(rows: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     fams = sorted({f for r in rows for f in r["families"]})
-    head = ["row", *COLUMNS, *[f"acc {f}" for f in fams], "flip rate", "judge agree", "kept"]
+    head = ["row", *COLUMNS, *[f"acc {f}" for f in fams], "best-of-N c+c", "greedy c+c", "flip rate",
+            "judge agree", "kept"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     pct = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for r in rows:
@@ -150,7 +153,8 @@ def markdown(rows: list[dict]) -> str:
             v, se = r.get(k), r.get(f"{k}_se")
             cells.append("" if v is None else f"{100 * v:.1f} ± {100 * (se or 0):.1f}")
         cells += [pct(r["families"].get(f)) for f in fams]
-        cells += [f"{r['flip_rate']:.3f}" if "flip_rate" in r else "",
+        cells += [pct(r.get("bestofn_cc")), pct(r.get("greedy_cc")),
+                  f"{r['flip_rate']:.3f}" if "flip_rate" in r else "",
                   f"{r['judge_agree']:.3f}" if "judge_agree" in r else "", pct(r.get("kept_frac"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -36,6 +36,7 @@ from data.scoring import normalize_answer
 HTML_FILE, METRICS_PNG = "report.html", "metrics.png"
 _CSS = """
 body { font-family: sans-serif; margin: 2em; max-width: 80em; color: #222; }
+.warn { color: #a40; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; vertical-align: top; }
 th { background: #f3f3f3; }
@@ -187,6 +188,22 @@ def _prompt_block(pid: str, cands: pd.DataFrame, scores: dict[int, float], pairs
             f"<p><b>{_esc(verdict)}</b></p><table><tr>{th}</tr>{trs}</table></div>")
 
 
+def _headroom_block(m: dict) -> list[str]:
+    """What best-of-N adds over the greedy response on this iteration's prompts
+    (data/headroom.py), and the warning when that is nothing."""
+    from data.headroom import LEVELS, warning
+
+    rows = [[name.replace("_", " + "), _num(100 * m[f"search/bestofn_{name}"], "{:.1f}%"),
+             _num(100 * m[f"search/greedy_{name}"], "{:.1f}%")]
+            for name in LEVELS if f"search/bestofn_{name}" in m]
+    if not rows:
+        return []
+    warn = warning(m)
+    return ["<h3>Headroom: prompts with such a response</h3>",
+            _table(["level", "best of N candidates", "greedy response"], rows, num_from=1)] + (
+        [f"<p class='warn'><b>Warning:</b> {_esc(warn)}</p>"] if warn else [])
+
+
 def _iteration_section(it: IterationOutputs, images: dict[str, bytes], cfg: CurationConfig,
                        n_prompts: int, out: Path) -> tuple[str, list[Path]]:
     t = it.iteration
@@ -204,6 +221,7 @@ def _iteration_section(it: IterationOutputs, images: dict[str, bytes], cfg: Cura
              f"<p>{n_total} prompts searched, {len(prefs)} pairs kept "
              f"(kept fraction {_num(m.get('curate/kept_frac'))}); judge flip rate "
              f"{_num(m.get('judge/flip_rate'))}; DPO loss {_num(m.get('dpo/loss'))}.</p>",
+             *_headroom_block(m),
              "<h3>Why curation dropped prompts</h3>",
              _table(["reason", "prompts"], [[k, str(v)] for k, v in dropped.items()] + [["kept", str(len(prefs))]],
                     num_from=1)]

@@ -63,12 +63,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.get("measured_by") == "R-Scorer":  # data without scene facts
         print("consistency and factuality are judged by the R-Scorer (no scene facts to score them "
               "exactly; models/evaluate.py says how)")
+    bad = {k: v for k, v in (result.get("rejected") or {}).items() if v}
+    if bad:  # your own data: the rows left out, and where each one's reason is
+        print(f"rejected rows: {', '.join(f'{k} {v}' for k, v in bad.items())}; file, row, id, field and "
+              f"reason of each in {result['rejected_report']} (MLflow: data/rejected_rows.parquet)")
     print(f"\npipeline run {result['parent_run_id']} finished in {result['wall_seconds']:.0f}s")
     if args.summary_json:  # for scripts (bench/): per-iteration metrics, timing, run id
         import json
         from pathlib import Path
 
-        keep = {k: result[k] for k in ("parent_run_id", "iterations", "wall_seconds", "timing", "tracking_uri", "chain", "base_metrics", "report")}
+        keep = {k: result[k] for k in ("parent_run_id", "iterations", "wall_seconds", "timing", "tracking_uri",
+                                       "chain", "base_metrics", "report", "rejected")}
         Path(args.summary_json).write_text(json.dumps(keep, indent=1, default=str))
     uri = result["tracking_uri"]
     if result.get("report"):

@@ -101,13 +101,17 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
             f = Path(refs[name]["path"]) / fname
             if f.exists():
                 tracker.log_artifact(run, f)
+    if "candidates" in refs:  # what best-of-N adds over greedy (data/headroom.py)
+        metrics.update(refs["candidates"]["meta"].get("headroom", {}))
     if "scores" in refs:
         flip = refs["scores"]["meta"].get("flip_rate")
         if flip is not None:
             metrics["judge/flip_rate"] = flip
-        onpolicy = refs["scores"]["meta"].get("onpolicy_agreement")
-        if onpolicy is not None and onpolicy == onpolicy:  # NaN: no decisive pair
-            metrics["judge/onpolicy_agreement"] = onpolicy
+        for key, name in (("onpolicy_agreement", "onpolicy_agreement"), ("slot_bias", "slot_bias"),
+                          ("onpolicy_agree_same_answer", "agree_same_answer")):
+            v = refs["scores"]["meta"].get(key)
+            if v is not None and v == v:  # NaN: no decisive pair
+                metrics[f"judge/{name}"] = v
     if "pairs" in refs:
         metrics.update(refs["pairs"]["meta"].get("metrics", {}))
         _log_samples(tracker, run, refs)
@@ -148,14 +152,14 @@ def _log_samples(tracker, run: str, refs: dict) -> None:
 def metrics_table(results: list[dict]) -> str:
     """Markdown table of held-out metrics per iteration."""
     cols = ["accuracy", "consistency", "factuality", "format_rate"]
-    head = "| iteration | " + " | ".join(cols) + " | flip rate | judge agree | kept | dpo loss |"
-    lines = [head, "|" + "---|" * (len(cols) + 5)]
+    head = "| iteration | " + " | ".join(cols) + " | headroom | flip rate | judge agree | kept | dpo loss |"
+    lines = [head, "|" + "---|" * (len(cols) + 6)]
     for r in results:
         m = r["metrics"]
         cells = [f"{100 * m[f'eval/{c}']:.1f} ± {100 * m.get(f'eval/{c}_se', float('nan')):.1f}"
                  if m.get(f"eval/{c}") is not None else "n/a" for c in cols]
-        extra = [m.get("judge/flip_rate"), m.get("judge/onpolicy_agreement"), m.get("curate/kept_frac"),
-                 m.get("dpo/loss")]
+        extra = [m.get("search/headroom"), m.get("judge/flip_rate"), m.get("judge/onpolicy_agreement"),
+                 m.get("curate/kept_frac"), m.get("dpo/loss")]
         cells += ["" if v is None else f"{v:.3f}" for v in extra]
         lines.append(f"| {r['iteration']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -11,7 +11,8 @@ from pathlib import Path
 from tasks.common import config_of, stage_task
 from tasks.store import produce
 
-STAGE, VERSION = "report", 2  # 2: the facts table has no empty header row
+# 2: the facts table has no empty header row; 3: the headroom table per iteration
+STAGE, VERSION = "report", 3
 
 
 def _dir(ref: dict | None) -> Path | None:

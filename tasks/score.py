@@ -9,7 +9,8 @@ from tasks.common import config_of, progress_logger, stage_task  # before prefec
 from prefect import task  # noqa: I001
 from tasks.store import drop_partial, produce, shard_file
 
-STAGE, VERSION = "score", 1
+# 2: slot bias and same-answer agreement in the meta; template markers in candidates neutralised
+STAGE, VERSION = "score", 2
 ORACLE = "oracle"  # scorer.model: the exact scorer of the built-in world judges (data/judging.py)
 
 
@@ -65,13 +66,14 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: 
 
 def _write(cfg, rows: list[dict], cands: list[dict], out: Path) -> dict:
     from data.curation import flip_rate
-    from data.perturb import onpolicy_agreement
+    from data.perturb import onpolicy_agreement, slot_bias
 
     if cfg.scorer.mode == "pointwise":
         write_records(rows, out / "pointwise_scores.parquet")
         return {"n_rows": len(rows), "flip_rate": None}
     write_records(rows, out / "pairwise_scores.parquet")
-    meta = {"n_rows": len(rows), "flip_rate": flip_rate(rows) if rows else None}
+    meta = {"n_rows": len(rows), "flip_rate": flip_rate(rows) if rows else None,
+            "slot_bias": slot_bias(rows) if rows else None}
     meta.update(onpolicy_agreement(rows, cands))
     return meta
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
-from tasks.common import config_of, load_policy, progress_logger, stage_task  # before prefect: its env
+from tasks.common import config_of, load_policy, log, progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
 from tasks.store import drop_partial, produce, shard_file, sharded
 
-STAGE, VERSION = "search", 1
+# 2: the greedy responses to the same prompts (greedy.parquet) and the headroom metrics
+STAGE, VERSION = "search", 2
 
 
 def pool_slice(n_pool: int, per_iteration: int, iteration: int) -> tuple[int, int]:
@@ -86,7 +87,30 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
         c.update(gold=src["answer"], question=src["question"], reference=src.get("reference"),
                  facts=src.get("facts"), family=src.get("family"))
     n = write_records(cands, out / "candidates.parquet")
-    return {"n_candidates": n, "n_prompts": len(rows)}
+    return {"n_candidates": n, "n_prompts": len(rows), "headroom": _headroom(cfg, policy, base, chain, rows,
+                                                                              items, cands, out)}
+
+
+def _headroom(cfg, policy: list, base: dict, chain: list[dict], rows: list[dict], items: list[dict],
+              cands: list[dict], out: Path) -> dict[str, float]:
+    """The policy's greedy response to each prompt (greedy.parquet) and what best-of-N adds
+    over it (data/headroom.py), logged with a warning when that is nothing."""
+    from data.headroom import headroom, warning
+    from models.generation import generate_greedy
+
+    if not policy:
+        policy.append(load_policy(cfg, base, chain))
+    model, processor = policy[0]
+    s = cfg.search
+    texts = generate_greedy(model, processor, [it["image"] for it in items], [it["question"] for it in items],
+                            max_new_tokens=s.max_sentences * s.max_sentence_tokens, batch_size=s.batch_size)
+    write_records([{"prompt_id": it["prompt_id"], "text": t} for it, t in zip(items, texts)], out / "greedy.parquet")
+    metrics = headroom(cands, {it["prompt_id"]: t for it, t in zip(items, texts)}, {r["id"]: r for r in rows})
+    say = log()
+    say("[search] headroom " + " ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items()))
+    if warning(metrics):
+        say(f"[search] WARNING {warning(metrics)}")
+    return metrics
 
 
 @stage_task("search", retries=1)

@@ -60,10 +60,15 @@ def check_run(run: dict, judged: bool = True) -> dict:
 
 
 def test_a_jsonl_folder_of_your_own_runs_to_the_end(tmp_path):
-    args = examples.write_jsonl(tmp_path / "mine")
+    # 3 bad rows among 67 (4.5%, under data.max_reject_frac): left out, named, and the run goes on
+    args = examples.write_jsonl(tmp_path / "mine", n_eval=64, bad_rows=True)
     run = run_own(tmp_path, args, "scorer.model=builtin")
     check_run(run)
-    assert "[world] eval: 16 of 24 rows valid" not in run["out"]  # n_eval caps, it does not reject
+    assert "[world] eval: 64 of 67 rows valid, 3 rejected" in run["out"]
+    assert "rejected rows: eval 3; file, row, id, field and reason of each in" in run["stdout"]
+    rejected = read_records(Path(run["stdout"].split("reason of each in ")[1].split()[0]))
+    assert [(r["id"], r["field"]) for r in rejected] == [
+        ("bad-path", "image"), ("bad-question", "question"), ("bad-rationale", "rationale")]
 
 
 def test_an_aokvqa_shaped_dataset_runs_to_the_end_with_a_judge_trained_on_it(tmp_path):
