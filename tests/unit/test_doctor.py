@@ -42,6 +42,8 @@ def _doctor_here(argv: list[str], capsys) -> tuple[int, dict[str, str]]:
 
 def test_a_state_dir_that_cannot_be_used_is_a_failed_check_not_a_crash(tmp_path, monkeypatch, capsys):
     (tmp_path / "afile").write_text("x")
+    # tasks/common.py sets it when any earlier test imported it; a user's shell would not
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for state, why in ((tmp_path / "afile", "is a file, not a folder"),
                        (tmp_path / "afile" / "state", f"cannot be created: {tmp_path / 'afile'} is a file")):
         monkeypatch.setenv("SRC_STATE_DIR", str(state))

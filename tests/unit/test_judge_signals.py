@@ -15,6 +15,7 @@ from data.shapes import DataConfig, generate
 def cands_of(rec: dict, kinds: list[str]) -> list[dict]:
     vs = variants(rec, 0)
     return [{"prompt_id": rec["id"], "cand_idx": k, "text": vs[kind].text, "gold": rec["answer"],
+             "question": rec["question"],
              "facts": rec["facts"], "answer": parse_response(vs[kind].text).answer}
             for k, kind in enumerate(kinds)]
 
