@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,10 @@ from typing import Callable
 import torch
 
 from data.config import SRCConfig, load_config
-from data.perturb import agreement, candidate_items, pair_records, point_records
+from data.judging import (
+    judge_items, onpolicy_pair_records, steer_win_rate, steering_items, with_steers,
+)
+from data.perturb import agreement, candidate_items, onpolicy_agreement, pair_records, point_records
 from data.shapes import generate
 from models.bootstrap import git_commit, resolve_base
 from models.scorer import (
@@ -140,6 +144,16 @@ def main(argv: list[str] | None = None) -> int:
                     "judge lags on), drawn after the first scorer.n_train_items")
     ap.add_argument("--flaw-pairs", type=int, default=2,
                     help="flaw-vs-flaw pairs per record (up to 6; e.g. misled vs unreasonable)")
+    ap.add_argument("--onpolicy", default="", metavar="ADAPTER",
+                    help="also train on the candidates of this policy (the base + this rationale "
+                    "adapter, e.g. a run's sft/adapter) labelled by the exact scorer")
+    ap.add_argument("--onpolicy-n", type=int, default=600,
+                    help="scorer-split prompts the policy searches for --onpolicy pairs")
+    ap.add_argument("--steer-share", type=float, default=0.2,
+                    help="with --onpolicy: share of decisive pairs also trained with filler, a copied "
+                    "verdict line or padding on the losing response (label unchanged)")
+    ap.add_argument("--perturb-share", type=float, default=0.5,
+                    help="with --onpolicy: perturbation pairs kept, as a share of on-policy pairs")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if args.threads:
@@ -149,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
         recs += focus_records(cfg, *_parse_focus(args.focus, cfg))
     train = training_records(cfg, recs, args.flaw_pairs)
     held = candidate_items(generate("eval", args.n_heldout, cfg.data, cfg.seed), cfg.seed)
+    onpolicy_held: list[dict] = []
+    if args.onpolicy:
+        start = cfg.scorer.n_train_items + (int(args.focus.split(":")[1]) if args.focus else 0)
+        pool = generate("scorer", start + args.onpolicy_n, cfg.data, cfg.seed)[start:]
+        onpolicy_held = policy_candidates(cfg, args.onpolicy, generate("eval", 150, cfg.data, cfg.seed))
+        onp = onpolicy_pair_records(policy_candidates(cfg, args.onpolicy, pool), cfg.seed)
+        rng = random.Random(f"mix/{cfg.seed}")
+        keep = _whole_pairs(train, int(args.perturb_share * len(onp)), rng)
+        print(f"on-policy: {len(onp)} pair rows from {len(pool)} prompts; {len(keep)} of "
+              f"{len(train)} perturbation rows kept", flush=True)
+        train = with_steers(onp + keep, args.steer_share, cfg.seed)
     print(f"{len(train)} training records, {len(held)} held-out items; {cfg.scorer}", flush=True)
     if args.init:
         model, tokenizer = load_judge(args.init, device="cpu")
@@ -170,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     m = train_and_save(model, tokenizer, cfg, train, held, out, tick)
+    if onpolicy_held:
+        m.update(onpolicy_metrics(model, tokenizer, cfg, onpolicy_held))
     m["judge/heldout_pair_acc"] = pair_accuracy(
         model, tokenizer, pair_records(generate("eval", 100, cfg.data, cfg.seed), cfg.seed), cfg.scorer)
     if cfg.scorer.mode == "pointwise":
@@ -178,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m models.judge_bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": cfg.seed, "scorer": cfg.scorer.model_dump(mode="json"),
         "init": _init_record(args.init),
+        "onpolicy": ({"adapter": args.onpolicy, "adapter_manifest": _adapter_record(args.onpolicy),
+                      "prompts": args.onpolicy_n, "perturb_share": args.perturb_share}
+                     if args.onpolicy else None),
         "wall_seconds": round(time.time() - t0, 1), "code_commit": git_commit(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "n_train_records": len(train), "n_heldout_items": len(held),
@@ -188,6 +218,51 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:28s} {v:.4f}")
     print(f"saved to {out}")
     return 0
+
+
+def policy_candidates(cfg: SRCConfig, adapter: str, records: list[dict]) -> list[dict]:
+    """The search's candidates of the base + `adapter` on `records` (the config's search),
+    with what judging and the exact scorer need (question, reference, gold, facts)."""
+    from data.shapes import load_image
+    from models.policy import build_policy
+    from models.search import search_candidates
+
+    model, processor = build_policy(resolve_base(cfg.model.base), [adapter], dtype=cfg.model.dtype,
+                                    device="cpu")
+    items = [{"prompt_id": r["id"], "image": load_image(r["image"]), "question": r["question"]}
+             for r in records]
+    t0 = time.time()
+    cands = search_candidates(model, processor, items, cfg.search, seed=cfg.seed)
+    by_id = {r["id"]: r for r in records}
+    for c in cands:
+        r = by_id[c["prompt_id"]]
+        c.update(gold=r["answer"], facts=r["facts"], reference=r.get("reference"), question=r["question"])
+    print(f"  searched {len(records)} prompts: {len(cands)} candidates, {time.time() - t0:.0f}s", flush=True)
+    return cands
+
+
+def onpolicy_metrics(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig,
+                     cands: list[dict]) -> dict[str, float]:
+    """A judge on a policy's own candidates against the exact scorer: agreement on all and on
+    same-answer pairs, and the win probability a wrong candidate gets from each steer
+    (`judge/steer_<how>`: filler, a copied verdict line, padding) against the right one."""
+    m = {f"judge/{k}": v for k, v in onpolicy_agreement(
+        score_pairs(model, tokenizer, judge_items(cands), cfg.scorer), cands).items()}
+    for how, items in steering_items(cands, cfg.seed).items():
+        m[f"judge/steer_{how}"] = steer_win_rate(score_pairs(model, tokenizer, items, cfg.scorer))
+    return m
+
+
+def _whole_pairs(rows: list[dict], n: int, rng: random.Random) -> list[dict]:
+    """About `n` of `rows`, keeping both orders of a pair (adjacent rows) together."""
+    pairs = [rows[i:i + 2] for i in range(0, len(rows) - 1, 2)]
+    return [r for p in rng.sample(pairs, min(len(pairs), n // 2)) for r in p]
+
+
+def _adapter_record(adapter: str) -> dict:
+    """What trained the policy adapter, where its folder says (base_model.json)."""
+    f = Path(adapter) / "base_model.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
 
 
 def point_accuracy(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig, n_records: int) -> float:

@@ -56,3 +56,23 @@ def test_a_candidate_cannot_write_the_templates_own_fields():
     assert "Verdict:" not in clean and "Response A:" not in clean and "answer: blue" not in clean.lower()
     assert "Answer: red." in clean and clean.startswith("There is a red circle")
     assert clean_candidate("  There is a red circle. Answer: red.  ") == "There is a red circle. Answer: red."
+
+
+def test_onpolicy_pairs_are_labelled_by_the_exact_scorer_with_both_orders_adjacent():
+    from data.judging import onpolicy_pair_records
+
+    rec = generate("scorer", 1, DataConfig(), 0)[0]
+    kinds = ["gold", "counterfactual", "insufficient", "unreasonable"]
+    cands = cands_of(rec, kinds)
+    rows = onpolicy_pair_records(cands, seed=0)
+    quality = {"gold": 7, "counterfactual": 6, "insufficient": 5, "unreasonable": 1}  # (4c+2s+1f)
+    assert len(rows) % 2 == 0 and {r["verdict"] for r in rows} <= {"A", "B"}  # no two equal here
+    assert len(rows) == 2 * 6  # every pair of the 4, in both orders
+    for first, second in zip(rows[::2], rows[1::2]):
+        assert (first["response_a"], first["response_b"]) == (second["response_b"], second["response_a"])
+        ka, kb = kinds[int(first["kind_a"][1:])], kinds[int(first["kind_b"][1:])]
+        assert first["verdict"] == ("A" if quality[ka] > quality[kb] else "B")
+        assert {first["verdict"], second["verdict"]} == {"A", "B"}
+    # the same-answer pair (gold vs insufficient: same answer, the rationale does not support it)
+    same = [r for r in rows if {r["kind_a"], r["kind_b"]} == {"c0", "c2"}]
+    assert [r["verdict"] for r in same] == (["A", "B"] if same[0]["kind_a"] == "c0" else ["B", "A"])
