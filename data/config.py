@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -158,10 +159,21 @@ class DPOConfig(Section):
     loss_weights: list[float] | None = Field(None, description="one weight per loss type")
     use_pair_weights: bool = Field(True, description="multiply each pair's loss by its weight")
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate")
-    max_steps: int = Field(100, ge=1, description="optimizer steps per iteration")
+    max_steps: int = Field(100, ge=1, description="optimizer steps per iteration (with `epochs`: "
+                           "the cap)")
+    epochs: float = Field(0.0, ge=0.0, description="> 0: steps = ceil(epochs x pairs / batch_size), "
+                          "at most max_steps, so an iteration with fewer kept pairs is not trained "
+                          "on them many more times; 0 = always max_steps")
     batch_size: int = Field(8, ge=1, description="pairs per step (changes the result)")
     save_steps: int = runtime(50, "checkpoint every N steps: a killed training resumes from the "
                               "last checkpoint; 0 = never", ge=0)
+
+    def steps_for(self, n_pairs: int) -> int:
+        """Optimizer steps for an iteration with `n_pairs` curated pairs. Example: epochs 2.5,
+        443 pairs, batch 8, max_steps 300 -> ceil(2.5 x 443 / 8) = 139."""
+        if self.epochs <= 0:
+            return self.max_steps
+        return max(1, min(self.max_steps, math.ceil(self.epochs * n_pairs / self.batch_size)))
 
     @model_validator(mode="after")
     def _check(self) -> "DPOConfig":

@@ -283,7 +283,7 @@ def train_dpo(
     out = Path(out_dir)
     args = TRLDPOConfig(
         output_dir=str(checkpoint_dir or out),
-        max_steps=cfg.max_steps,
+        max_steps=cfg.steps_for(len(dataset)),
         per_device_train_batch_size=per_device_batch(cfg.batch_size, "dpo.batch_size"),
         learning_rate=cfg.learning_rate,
         beta=cfg.beta,

@@ -92,3 +92,12 @@ def test_teacher_source_needs_an_endpoint_and_a_model():
                              "teacher.model=Qwen/Qwen2-VL-72B-Instruct"])
     assert cfg.teacher.model == "Qwen/Qwen2-VL-72B-Instruct"
     assert "concurrency" not in stage_signature(cfg.teacher)  # a runtime knob
+
+
+def test_dpo_epochs_set_the_steps_from_the_kept_pairs_under_the_cap():
+    from data.config import DPOConfig
+
+    assert DPOConfig(max_steps=120).steps_for(443) == 120  # epochs 0: max_steps as given
+    cfg = DPOConfig(epochs=2.5, max_steps=300, batch_size=8)
+    assert cfg.steps_for(443) == 139 and cfg.steps_for(10) == 4 and cfg.steps_for(5000) == 300
+    assert cfg.steps_for(0) == 1
