@@ -76,3 +76,34 @@ def test_onpolicy_pairs_are_labelled_by_the_exact_scorer_with_both_orders_adjace
     # the same-answer pair (gold vs insufficient: same answer, the rationale does not support it)
     same = [r for r in rows if {r["kind_a"], r["kind_b"]} == {"c0", "c2"}]
     assert [r["verdict"] for r in same] == (["A", "B"] if same[0]["kind_a"] == "c0" else ["B", "A"])
+
+
+def test_steering_probes_pair_the_best_with_the_steered_worst_and_training_copies_keep_labels():
+    import random
+
+    from data.judging import STEERS, steer_win_rate, steered, steering_items, with_steers
+
+    rec = generate("scorer", 1, DataConfig(), 0)[0]
+    cands = cands_of(rec, ["gold", "counterfactual", "unreasonable"])
+    probes = steering_items(cands)
+    assert set(probes) == set(STEERS)
+    for how, items in probes.items():
+        (item,) = items
+        best, worst = item["candidates"]
+        assert best == cands[0]["text"] and worst.startswith(cands[2]["text"].rsplit("Answer:", 1)[0].strip())
+        assert worst != cands[2]["text"]
+    padded = steered(cands[2]["text"], "padding", random.Random(0))
+    assert len(padded.split()) >= 300 and padded.endswith(cands[2]["text"].rsplit("Answer:", 1)[1])
+    # a judge that always prefers slot 0 gives the steered one 0.5 over both orders; one that
+    # prefers the right candidate, 0
+    rows = [{"prompt_id": "p", "a_idx": 0, "b_idx": 1, "p_a": 1.0, "p_b": 0.0, "p_tie": 0.0},
+            {"prompt_id": "p", "a_idx": 1, "b_idx": 0, "p_a": 1.0, "p_b": 0.0, "p_tie": 0.0}]
+    assert steer_win_rate(rows) == 0.5
+    rows[1].update(p_a=0.0, p_b=1.0)
+    assert steer_win_rate(rows) == 0.0
+    pair = [{"id": "x", "verdict": "A", "response_a": "good", "response_b": "bad"},
+            {"id": "y", "verdict": "B", "response_a": "bad", "response_b": "good"}]
+    out = with_steers(pair, share=1.0)
+    assert out[:2] == pair and len(out) == 4
+    assert out[2]["response_a"] == "good" and out[2]["response_b"].startswith("bad") and out[2]["verdict"] == "A"
+    assert out[3]["response_b"] == "good" and out[3]["response_a"] == out[2]["response_b"] and out[3]["verdict"] == "B"
