@@ -8,8 +8,10 @@ prompt-completion example, so TRL puts the loss on the assistant's tokens only:
      "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
      "completion": [{"role": "assistant", "content": [{"type": "text", "text": response}]}]}
 
-Arithmetic at the defaults (RationaleSFTConfig): 300 steps x 16 examples = 4,800 examples seen,
-a little over one pass over the 4,000 rationale records of the built-in world.
+Arithmetic at the defaults (RationaleSFTConfig): 300 steps x 16 examples = 4,800 examples seen.
+The built-in world's config trains 1,500 steps x 16 = 24,000 examples, 1.2 passes over its
+20,000 rationale records: shorter stage 1s leave rationales and answers disagreeing (held-out
+consistency 27.5 at 300 steps on 4,000 records, 80.3 at 1,500 on 20,000).
 
 The adapter is saved to `out_dir` and then merged into `model` (see `models.policy`), so on
 return `model` is pi_0' = base + rationale adapter and `out_dir` is the stage's product.
