@@ -38,9 +38,11 @@ run: $(STAMP)
 browser:
 	bash scripts/install_browser.sh
 
-# the whole suite, slow integration tests included (plain `pytest` skips `slow` and `gpu`)
+# the whole suite, slow integration tests included (plain `pytest` skips `slow` and `gpu`),
+# on 2 workers (a module stays on one worker; TEST_WORKERS=0 runs it in one process)
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q -m "not gpu"
+	$(PY) -m pytest -q -m "not gpu" -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 # every stage once as plain function calls (no Prefect): the library end to end
 stages: $(STAMP)

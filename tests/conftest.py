@@ -61,3 +61,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# `make test` runs the suite on 2 workers (pytest-xdist, --dist loadgroup): a module's tests
+# stay on one worker, so module fixtures are built once; the modules that share the session's
+# `first_run` (one whole `src run`) stay together so it runs once.
+FIRST_RUN_MODULES = {"test_flow.py", "test_report.py", "test_browser.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        group = "first_run" if name in FIRST_RUN_MODULES else str(item.path.relative_to(ROOT))
+        item.add_marker(pytest.mark.xdist_group(group))
