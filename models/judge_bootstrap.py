@@ -152,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steer-share", type=float, default=0.2,
                     help="with --onpolicy: share of decisive pairs also trained with filler, a copied "
                     "verdict line or padding on the losing response (label unchanged)")
+    ap.add_argument("--same-answer-share", type=float, default=0.0,
+                    help="with --onpolicy: > 0 keeps on-policy pairs of different answers at most at "
+                    "this share of the same-answer pairs (where only the rationale differs)")
+    ap.add_argument("--onpolicy-cache", default="",
+                    help="folder that keeps the searched candidates (parquet) for a re-run")
     ap.add_argument("--perturb-share", type=float, default=0.5,
                     help="with --onpolicy: perturbation pairs kept, as a share of on-policy pairs")
     args = ap.parse_args(argv)
@@ -167,9 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.onpolicy:
         start = cfg.scorer.n_train_items + (int(args.focus.split(":")[1]) if args.focus else 0)
         pool = generate("scorer", start + args.onpolicy_n, cfg.data, cfg.seed)[start:]
-        onpolicy_held = policy_candidates(cfg, args.onpolicy, generate("eval", 150, cfg.data, cfg.seed))
-        onp = onpolicy_pair_records(policy_candidates(cfg, args.onpolicy, pool), cfg.seed)
+        onpolicy_held = cached_candidates(cfg, args.onpolicy, generate("eval", 150, cfg.data, cfg.seed),
+                                          args.onpolicy_cache, "heldout")
+        onp = onpolicy_pair_records(cached_candidates(cfg, args.onpolicy, pool, args.onpolicy_cache, "train"),
+                                    cfg.seed)
         rng = random.Random(f"mix/{cfg.seed}")
+        if args.same_answer_share > 0:
+            onp = _same_answer_focus(onp, args.same_answer_share, rng)
         keep = _whole_pairs(train, int(args.perturb_share * len(onp)), rng)
         print(f"on-policy: {len(onp)} pair rows from {len(pool)} prompts; {len(keep)} of "
               f"{len(train)} perturbation rows kept", flush=True)
@@ -251,6 +260,35 @@ def onpolicy_metrics(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig,
     for how, items in steering_items(cands, cfg.seed).items():
         m[f"judge/steer_{how}"] = steer_win_rate(score_pairs(model, tokenizer, items, cfg.scorer))
     return m
+
+
+def cached_candidates(cfg: SRCConfig, adapter: str, records: list[dict], cache: str, name: str) -> list[dict]:
+    """`policy_candidates`, read from / written to `cache`/<name>.parquet when a cache is given."""
+    from data.records import read_records, write_records
+
+    f = Path(cache) / f"{name}.parquet" if cache else None
+    if f is not None and f.is_file():
+        return read_records(f)
+    cands = policy_candidates(cfg, adapter, records)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        write_records(cands, f)
+    return cands
+
+
+def _same_answer_focus(rows: list[dict], share: float, rng: random.Random) -> list[dict]:
+    """Every pair whose two responses state the same answer, and of the others at most
+    `share` x as many (both orders kept together)."""
+    from data.scoring import parse_response
+
+    pairs = [rows[i:i + 2] for i in range(0, len(rows) - 1, 2)]
+    is_same = [parse_response(p[0]["response_a"]).answer == parse_response(p[0]["response_b"]).answer
+               for p in pairs]
+    same = [p for p, s in zip(pairs, is_same) if s]
+    other = [p for p, s in zip(pairs, is_same) if not s]
+    other = rng.sample(other, min(len(other), int(share * len(same))))
+    print(f"  same-answer focus: {len(same)} same-answer pairs, {len(other)} others", flush=True)
+    return [r for p in same + other for r in p]
 
 
 def _whole_pairs(rows: list[dict], n: int, rng: random.Random) -> list[dict]:

@@ -107,3 +107,22 @@ def test_steering_probes_pair_the_best_with_the_steered_worst_and_training_copie
     assert out[:2] == pair and len(out) == 4
     assert out[2]["response_a"] == "good" and out[2]["response_b"].startswith("bad") and out[2]["verdict"] == "A"
     assert out[3]["response_b"] == "good" and out[3]["response_a"] == out[2]["response_b"] and out[3]["verdict"] == "B"
+
+
+def test_same_answer_focus_keeps_every_same_answer_pair_and_a_share_of_the_others():
+    import random
+
+    from data.judging import onpolicy_pair_records
+    from models.judge_bootstrap import _same_answer_focus
+
+    rows = []
+    for i in range(3):
+        rec = generate("scorer", 3, DataConfig(), 0)[i]
+        rows += onpolicy_pair_records(cands_of(rec, ["gold", "counterfactual", "insufficient", "unreasonable"]))
+    answer = lambda t: parse_response(t).answer
+    same = [r for r in rows if answer(r["response_a"]) == answer(r["response_b"])]
+    out = _same_answer_focus(rows, 0.5, random.Random(0))
+    kept_same = [r for r in out if answer(r["response_a"]) == answer(r["response_b"])]
+    assert kept_same == same and len(out) - len(same) == 2 * int(0.5 * len(same) / 2)
+    for first, second in zip(out[::2], out[1::2]):  # both orders still side by side
+        assert (first["response_a"], first["response_b"]) == (second["response_b"], second["response_a"])
