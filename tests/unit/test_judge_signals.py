@@ -87,7 +87,7 @@ def test_steering_probes_pair_the_best_with_the_steered_worst_and_training_copie
     cands = cands_of(rec, ["gold", "counterfactual", "unreasonable"])
     probes = steering_items(cands)
     assert set(probes) == set(STEERS)
-    for how, items in probes.items():
+    for items in probes.values():
         (item,) = items
         best, worst = item["candidates"]
         assert best == cands[0]["text"] and worst.startswith(cands[2]["text"].rsplit("Answer:", 1)[0].strip())
