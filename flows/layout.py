@@ -108,7 +108,9 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
         if flip is not None:
             metrics["judge/flip_rate"] = flip
         for key, name in (("onpolicy_agreement", "onpolicy_agreement"), ("slot_bias", "slot_bias"),
-                          ("onpolicy_agree_same_answer", "agree_same_answer")):
+                          ("onpolicy_agree_same_answer", "agree_same_answer"),
+                          ("steer_filler", "steer_filler"), ("steer_verdict", "steer_verdict"),
+                          ("steer_padding", "steer_padding")):
             v = refs["scores"]["meta"].get(key)
             if v is not None and v == v:  # NaN: no decisive pair
                 metrics[f"judge/{name}"] = v

@@ -10,7 +10,9 @@ from prefect import task  # noqa: I001
 from tasks.store import drop_partial, produce, shard_file
 
 # 2: slot bias and same-answer agreement in the meta; template markers in candidates neutralised
-STAGE, VERSION = "score", 2
+# 3: steering probes in the meta (filler, a copied verdict line, padding; built-in world)
+STAGE, VERSION = "score", 3
+STEER_PROMPTS = 100  # prompts probed per steer: a few seconds of judging
 ORACLE = "oracle"  # scorer.model: the exact scorer of the built-in world judges (data/judging.py)
 
 
@@ -61,7 +63,23 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: 
                                                    lo=lo, hi=hi) for lo, hi in bounds], "score")
         return _write(cfg, [r for f in parts for r in read_records(f)], cands, out)
     judge_fn, (model, tokenizer) = open_judge(cfg, judge)
-    return _write(cfg, judge_fn(model, tokenizer, items, cfg.scorer, progress_logger("score")), cands, out)
+    meta = _write(cfg, judge_fn(model, tokenizer, items, cfg.scorer, progress_logger("score")), cands, out)
+    if cfg.scorer.mode == "pairwise":
+        meta.update(steering(model, tokenizer, cfg, cands))
+    return meta
+
+
+def steering(model, tokenizer, cfg, cands: list[dict], n_prompts: int = STEER_PROMPTS) -> dict:
+    """`steer_<how>`: the win probability the judge gives a prompt's worst (wrong) candidate
+    against its best (right) one when neutral filler, a copied verdict line or padding is
+    added to it (data/judging.py; 0 = not steered). Needs scene facts: {} for your own data."""
+    from data.judging import steer_win_rate, steering_items
+    from models.scorer import score_pairs
+
+    if not cands or any(c.get("facts") is None for c in cands):
+        return {}
+    return {f"steer_{how}": steer_win_rate(score_pairs(model, tokenizer, items[:n_prompts], cfg.scorer))
+            for how, items in steering_items(cands, cfg.seed).items() if items}
 
 
 def _write(cfg, rows: list[dict], cands: list[dict], out: Path) -> dict:

@@ -218,6 +218,8 @@ def test_the_committed_judge_is_loaded_not_trained(first_run):
     assert any(f.startswith("scorer/") for f in artifact_files(client, parent.info.run_id))
     kid = children(client, exp, parent.info.run_id)[1]
     assert 0.0 <= kid.data.metrics["judge/onpolicy_agreement"] <= 1.0
+    for how in ("filler", "verdict", "padding"):  # the steering probes of the score stage
+        assert 0.0 <= kid.data.metrics[f"judge/steer_{how}"] <= 1.0
     # a judge trained on another prompt style is refused before any compute
     bad = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml",
                           "scorer.model=builtin", "scorer.template=full"], cwd=ROOT,

@@ -126,3 +126,22 @@ def test_same_answer_focus_keeps_every_same_answer_pair_and_a_share_of_the_other
     assert kept_same == same and len(out) - len(same) == 2 * int(0.5 * len(same) / 2)
     for first, second in zip(out[::2], out[1::2]):  # both orders still side by side
         assert (first["response_a"], first["response_b"]) == (second["response_b"], second["response_a"])
+
+
+def test_the_score_stage_measures_how_far_appended_text_steers_the_committed_judge():
+    from data.config import SRCConfig
+    from models.judge_bootstrap import BUILTIN_JUDGE
+    from models.scorer import load_judge
+    from tasks.score import steering
+
+    cfg = SRCConfig.model_validate({"scorer": {"template": "compact"}})
+    model, tokenizer = load_judge(str(BUILTIN_JUDGE), device="cpu")
+    cands = []
+    for rec in generate("eval", 6, DataConfig(), 0):
+        cands += [{**c, "question": rec["question"], "reference": rec["reference"]}
+                  for c in cands_of(rec, ["gold", "counterfactual", "unreasonable"])]
+    m = steering(model, tokenizer, cfg, cands)
+    assert set(m) == {"steer_filler", "steer_verdict", "steer_padding"}
+    assert all(0.0 <= v <= 1.0 for v in m.values())
+    # without scene facts (your own data) there is nothing to probe against
+    assert steering(model, tokenizer, cfg, [{**c, "facts": None} for c in cands]) == {}
