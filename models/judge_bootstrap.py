@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed": cfg.seed, "scorer": cfg.scorer.model_dump(mode="json"),
         "init": _init_record(args.init),
         "onpolicy": ({"adapter": args.onpolicy, "adapter_manifest": _adapter_record(args.onpolicy),
-                      "prompts": args.onpolicy_n, "perturb_share": args.perturb_share}
+                      "prompts": args.onpolicy_n, "perturb_share": args.perturb_share,
+                      "same_answer_share": args.same_answer_share, "steer_share": args.steer_share}
                      if args.onpolicy else None),
         "wall_seconds": round(time.time() - t0, 1), "code_commit": git_commit(),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -263,10 +264,18 @@ def onpolicy_metrics(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig,
 
 
 def cached_candidates(cfg: SRCConfig, adapter: str, records: list[dict], cache: str, name: str) -> list[dict]:
-    """`policy_candidates`, read from / written to `cache`/<name>.parquet when a cache is given."""
+    """`policy_candidates`, read from / written to `cache` when a cache is given; the file name
+    hashes the adapter's weights, the prompts, the search config and the seed, so another
+    policy or prompt set never reads these candidates."""
+    import hashlib
+
     from data.records import read_records, write_records
 
-    f = Path(cache) / f"{name}.parquet" if cache else None
+    h = hashlib.sha256()
+    weights = Path(adapter) / "adapter_model.safetensors"
+    h.update(weights.read_bytes() if weights.is_file() else adapter.encode())
+    h.update(json.dumps([[r["id"] for r in records], cfg.search.model_dump(mode="json"), cfg.seed]).encode())
+    f = Path(cache) / f"{name}-{h.hexdigest()[:16]}.parquet" if cache else None
     if f is not None and f.is_file():
         return read_records(f)
     cands = policy_candidates(cfg, adapter, records)
