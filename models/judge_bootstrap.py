@@ -26,14 +26,13 @@ from typing import Callable
 import torch
 
 from data.config import SRCConfig, load_config
-from data.judging import (
-    judge_items, onpolicy_pair_records, steer_win_rate, steering_items, with_steers,
-)
+from data.judging import judge_items, onpolicy_pair_records, with_steers
 from data.perturb import agreement, candidate_items, onpolicy_agreement, pair_records, point_records
 from data.shapes import generate
 from models.bootstrap import git_commit, resolve_base
 from models.scorer import (
-    build_tiny_judge, load_judge, pair_accuracy, save_judge, score_pairs, score_points, train_judge,
+    build_tiny_judge, load_judge, pair_accuracy, save_judge, score_pairs, score_points, steer_rates,
+    train_judge,
 )
 
 BUILTIN_JUDGE = Path(__file__).resolve().parent / "builtin" / "judge"
@@ -256,11 +255,9 @@ def onpolicy_metrics(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig,
     """A judge on a policy's own candidates against the exact scorer: agreement on all and on
     same-answer pairs, and the win probability a wrong candidate gets from each steer
     (`judge/steer_<how>`: filler, a copied verdict line, padding) against the right one."""
-    m = {f"judge/{k}": v for k, v in onpolicy_agreement(
-        score_pairs(model, tokenizer, judge_items(cands), cfg.scorer), cands).items()}
-    for how, items in steering_items(cands, cfg.seed).items():
-        m[f"judge/steer_{how}"] = steer_win_rate(score_pairs(model, tokenizer, items, cfg.scorer))
-    return m
+    m = onpolicy_agreement(score_pairs(model, tokenizer, judge_items(cands), cfg.scorer), cands)
+    m.update(steer_rates(model, tokenizer, cands, cfg.scorer, cfg.seed))
+    return {f"judge/{k}": v for k, v in m.items()}
 
 
 def cached_candidates(cfg: SRCConfig, adapter: str, records: list[dict], cache: str, name: str) -> list[dict]:

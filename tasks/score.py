@@ -70,16 +70,10 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: 
 
 
 def steering(model, tokenizer, cfg, cands: list[dict], n_prompts: int = STEER_PROMPTS) -> dict:
-    """`steer_<how>`: the win probability the judge gives a prompt's worst (wrong) candidate
-    against its best (right) one when neutral filler, a copied verdict line or padding is
-    added to it (data/judging.py; 0 = not steered). Needs scene facts: {} for your own data."""
-    from data.judging import steer_win_rate, steering_items
-    from models.scorer import score_pairs
+    """The judge's steering probes on this iteration's candidates (models.scorer.steer_rates)."""
+    from models.scorer import steer_rates
 
-    if not cands or any(c.get("facts") is None for c in cands):
-        return {}
-    return {f"steer_{how}": steer_win_rate(score_pairs(model, tokenizer, items[:n_prompts], cfg.scorer))
-            for how, items in steering_items(cands, cfg.seed).items() if items}
+    return steer_rates(model, tokenizer, cands, cfg.scorer, cfg.seed, n_prompts)
 
 
 def _write(cfg, rows: list[dict], cands: list[dict], out: Path) -> dict:
