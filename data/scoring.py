@@ -222,6 +222,14 @@ def _implied_answer(claims: list[tuple], query: dict) -> str | None:
     return "yes" if stated.pop() == "left" else "no"
 
 
+def implied_answer(rationale: str, facts: str | dict) -> str | None:
+    """The answer a rationale's own statements imply for the scene's question (true or not);
+    None when they imply none (missing or contradictory evidence). Only `facts["query"]` and
+    `facts["grid"]` are read: the scene's objects play no part."""
+    f = json.loads(facts) if isinstance(facts, str) else facts
+    return _implied_answer(parse_claims(rationale, f["grid"]), f["query"])
+
+
 @dataclass(frozen=True)
 class ExactScore:
     parsable: bool
