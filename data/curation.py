@@ -7,7 +7,9 @@ Inputs
   `prompt_id, a_idx, b_idx, p_a, p_b, p_tie` (candidate a_idx shown as A, b_idx as B);
 - pointwise verdicts (ablation): `prompt_id, cand_idx, p_good`;
 - candidates: `prompt_id, cand_idx, text, answer` (parsed and normalised, None = unparsable),
-  optional `gold`, `mean_logprob`, and prompt fields passed through to the pairs.
+  optional `gold`, `mean_logprob`, `supported` (the reader's verdict, models/reader.py: the
+  rationale alone implies the stated answer; None = not read), and prompt fields passed
+  through to the pairs.
 
 Decisions beyond METHOD.md
 - The judge's three probabilities are used as given (not renormalised); they must lie in
@@ -40,7 +42,8 @@ AGGREGATE_COLUMNS = (
 )
 PROMPT_FIELDS = ("question", "image", "gold")  # copied from the prompt's first candidate
 DROP_REASONS = (
-    "fewer_than_2_candidates", "unparsable", "no_correct_or_no_wrong", "no_margin", "chosen_wrong"
+    "fewer_than_2_candidates", "unparsable", "no_correct_or_no_wrong", "chosen_unsupported",
+    "no_margin", "chosen_wrong",
 )
 _EPS = 1e-9  # so that 0.7 - 0.5 (= 0.19999999999999996) passes delta = 0.2
 
@@ -242,13 +245,27 @@ def _judge_scores(pair_rows: Rows | None, point_rows: Rows | None, cands: pd.Dat
     return out
 
 
+def _logprobs(recs: list[dict[str, Any]]) -> dict[int, float]:
+    """cand_idx -> mean_logprob (0.0 for all without the column; -inf where it is missing)."""
+    lp = {r["cand_idx"]: r.get("mean_logprob", 0.0) for r in recs}
+    return {k: -math.inf if _missing(v) else float(v) for k, v in lp.items()}
+
+
 def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
            point_rows: Rows | None = None,
            prompt_fields: Sequence[str] = PROMPT_FIELDS) -> CurationResult:
     """Pick one (chosen, rejected) pair per prompt, or count why the prompt is dropped.
 
     Chosen = argmax s over parsable candidates, rejected = argmin s over the others (ties ->
-    lowest cand_idx). Kept when s_chosen - s_rejected >= cfg.delta and, where a gold answer
+    lowest cand_idx). With cfg.require_supported_chosen and a `supported` column, chosen is the
+    argmax over the parsable candidates whose `supported` is true (a missing value counts as
+    unread, so allowed); a prompt with none is dropped as chosen_unsupported. That is how a
+    right answer the rationale does not imply stays out of the chosen side, whatever the
+    judge's score. cfg.rejected == "likeliest" takes the rejected from the candidates scored at
+    least cfg.delta below the chosen: an unsupported one first, then the highest mean_logprob
+    (the negative the policy actually produces; measured on the built-in world, this and the
+    reader's verdict together reach the exact scorer's DPO gain when the reader is exact).
+    Kept when s_chosen - s_rejected >= cfg.delta and, where a gold answer
     exists and cfg.require_correct_chosen is on, the chosen answer equals it. weight =
     s_chosen - s_rejected ("confidence") or 1.0 ("uniform"). Example: s = [0.95, 0.4, 0.15],
     delta 0.2 -> chosen 0, rejected 2, weight 0.95 - 0.15 = 0.8.
@@ -281,6 +298,8 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
         ans = {r["cand_idx"]: None if _missing(r["answer"]) else normalize_answer(str(r["answer"]))
                for r in recs}
         ans = {k: a or None for k, a in ans.items()}  # normalises to '' -> unparsable
+        sup = {r["cand_idx"]: None if _missing(r.get("supported")) else bool(r["supported"])
+               for r in recs}
         if answer_only:
             s = {k: float(gold is not None and a == gold) for k, a in ans.items()}
         else:
@@ -295,8 +314,7 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
             continue
         if answer_only:
             # the most likely wrong answer is the negative the policy actually produces
-            lp = {r["cand_idx"]: r.get("mean_logprob", 0.0) for r in recs}
-            lp = {k: -math.inf if _missing(v) else float(v) for k, v in lp.items()}
+            lp = _logprobs(recs)
             right = [k for k in parsable if gold is not None and ans[k] == gold]
             wrong = [k for k in parsable if gold is not None and ans[k] != gold]
             if not right or not wrong:
@@ -306,8 +324,19 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
             rejected = min(wrong, key=lambda k: (-lp[k], k))
             weight = 1.0
         else:
-            chosen = min(parsable, key=lambda k: (-s[k], k))
+            eligible = parsable
+            if cfg.require_supported_chosen:
+                eligible = [k for k in parsable if sup.get(k) is not False]
+                if not eligible:
+                    dropped["chosen_unsupported"] += 1
+                    continue
+            chosen = min(eligible, key=lambda k: (-s[k], k))
             rejected = min((k for k in ans if k != chosen), key=lambda k: (s[k], k))
+            if cfg.rejected == "likeliest":
+                lp = _logprobs(recs)
+                below = [k for k in ans if k != chosen and s[chosen] - s[k] + _EPS >= cfg.delta]
+                if below:  # an unsupported one first (its rationale does not imply its answer)
+                    rejected = min(below, key=lambda k: (sup.get(k) is not False, -lp[k], k))
             margin = s[chosen] - s[rejected]
             if margin + _EPS < cfg.delta:
                 dropped["no_margin"] += 1

@@ -179,6 +179,50 @@ def test_chosen_wrong_dropped_only_with_flag_and_gold():
     assert res.kept == 1
 
 
+def test_only_a_supported_candidate_is_chosen():
+    # s0 = 0.95, s1 = 0.40, s2 = 0.15 (CONFIDENT); all three answer 'red' = gold.
+    # The reader says 0's rationale does not imply 'red': the chosen is 1, the best supported.
+    # margin s1 - s2 = 0.25 >= 0.2: kept, rejected 2, weight 0.25
+    c = cands("p0", ["red", "red", "red"], supported=[False, True, None])
+    (p,) = curate(c, CONFIDENT, CurationConfig()).pairs
+    assert (p["chosen_idx"], p["rejected_idx"], p["weight"]) == (1, 2, approx(0.25))
+    # unread (None) counts as allowed: 2 may be chosen when 0 and 1 are unsupported, but
+    # nothing is below it, so the margin check drops the prompt
+    c = cands("p0", ["red", "red", "red"], supported=[False, False, None])
+    res = curate(c, CONFIDENT, CurationConfig())
+    assert res.kept == 0 and res.dropped["no_margin"] == 1
+    # no supported candidate at all: dropped with its own reason
+    c = cands("p0", ["red", "red", "red"], supported=[False, False, False])
+    res = curate(c, CONFIDENT, CurationConfig())
+    assert res.kept == 0 and res.dropped["chosen_unsupported"] == 1
+    # the switch off: the judge's favourite, supported or not
+    (p,) = curate(c, CONFIDENT, CurationConfig(require_supported_chosen=False)).pairs
+    assert p["chosen_idx"] == 0
+    # without the column nothing changes
+    (p,) = curate(cands("p0", ["red", "red", "red"]), CONFIDENT, CurationConfig()).pairs
+    assert p["chosen_idx"] == 0
+
+
+def test_likeliest_rejected_is_the_policys_own_negative_unsupported_first():
+    # s0 = 0.95, s1 = 0.40, s2 = 0.15: both 1 and 2 are at least delta below the chosen 0
+    cfg = CurationConfig(rejected="likeliest", require_correct_chosen=False)
+    c = cands("p0", ["red", "blue", "green"], mean_logprob=[-0.1, -0.2, -0.9])
+    (p,) = curate(c, CONFIDENT, cfg).pairs
+    assert (p["chosen_idx"], p["rejected_idx"], p["weight"]) == (0, 1, approx(0.55))
+    # the reader: 1's rationale implies its answer, 2's does not -> 2, however unlikely
+    c = cands("p0", ["red", "blue", "green"], mean_logprob=[-0.1, -0.2, -0.9],
+              supported=[True, True, False])
+    (p,) = curate(c, CONFIDENT, cfg).pairs
+    assert (p["chosen_idx"], p["rejected_idx"]) == (0, 2)
+    # delta 0.6: only 2 is far enough below (0.95 - 0.40 = 0.55 < 0.6)
+    c = cands("p0", ["red", "blue", "green"], mean_logprob=[-0.1, -0.2, -0.9])
+    (p,) = curate(c, CONFIDENT, cfg.model_copy(update={"delta": 0.6})).pairs
+    assert p["rejected_idx"] == 2
+    # the default keeps the paper's lowest-scored rejected
+    (p,) = curate(c, CONFIDENT, CurationConfig(require_correct_chosen=False)).pairs
+    assert p["rejected_idx"] == 2
+
+
 def test_fewer_than_2_candidates_and_unparsable():
     c = cands("one", ["red"]) + cands("bad", ["red", None]) + cands("p0", ["red", "b", "c"])
     rows = both("bad", 0, 1, 0.1) + CONFIDENT
