@@ -19,7 +19,7 @@ export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test lint clean bootstrap bootstrap-judge stages bench bench-quick browser
+.PHONY: setup run test lint clean bootstrap bootstrap-judge bootstrap-reader stages bench bench-quick browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,14 @@ bootstrap-judge: $(STAMP)
 	    --focus color_of:3000 --flaw-pairs 6 --out models/builtin/judge
 	$(JB) scorer.mode=pointwise scorer.train_steps=600 scorer.learning_rate=2e-3 \
 	    --init $(JUDGE_TMP)/phase3 --flaw-pairs 6 --out models/builtin/judge-pointwise
+
+# the committed reader (models/builtin/reader): ~20 min on one core, from the committed judge,
+# with the candidates of a stage-1 adapter (ADAPTER: `make run`'s, .src/stages/sft/<key>/adapter)
+READER_TMP ?= /tmp/src-reader
+bootstrap-reader: $(STAMP)
+	test -n "$(ADAPTER)" || { echo "set ADAPTER=<a stage-1 adapter folder>"; exit 2; }
+	$(PY) -m models.reader_bootstrap --config configs/builtin.yaml --edits 4 --steps 4000 \
+	    --onpolicy $(ADAPTER) --onpolicy-cache $(READER_TMP) --out models/builtin/reader
 
 clean:
 	rm -rf $(VENV) .src
