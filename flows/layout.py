@@ -75,6 +75,20 @@ def judge_ref(name: str, template: str = "full", mode: str = "pairwise") -> dict
     return {**ref, "stage": "scorer", "judge_dir": ref["path"], "meta": meta, "info": info}
 
 
+def reader_digest(name: str | None) -> str:
+    """Content digest of scorer.reader ('builtin', a local folder, or a hub id by name), for the
+    score stage's key: a retrained reader at the same path is a new input. "" = no reader.
+
+    Raises:
+        ValueError: naming scorer.reader, for a folder or hub id that is not there.
+    """
+    if not name:
+        return ""
+    from models.reader import reader_path
+
+    return base_ref(reader_path(name), "scorer.reader")["digest"]
+
+
 def eval_metrics(ref: dict) -> dict:
     import json
 
@@ -92,7 +106,8 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
     run = tracker.start_run(f"iteration-{t}", {"src.role": "iteration", "src.iteration": str(t)},
                             parent_id=parent)
     metrics: dict = {}
-    files = {"candidates": ["candidates.parquet"], "scores": ["pairwise_scores.parquet", "pointwise_scores.parquet"],
+    files = {"candidates": ["candidates.parquet"],
+             "scores": ["pairwise_scores.parquet", "pointwise_scores.parquet", "reader.parquet"],
              "pairs": ["preference_pairs.parquet", "candidate_scores.parquet"]}
     for name, names in files.items():
         if name not in refs:
@@ -114,6 +129,8 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
             v = refs["scores"]["meta"].get(key)
             if v is not None and v == v:  # NaN: no decisive pair
                 metrics[f"judge/{name}"] = v
+        metrics.update({k: v for k, v in refs["scores"]["meta"].items()
+                        if k.startswith("reader/") and v is not None})
     if "pairs" in refs:
         metrics.update(refs["pairs"]["meta"].get("metrics", {}))
         _log_samples(tracker, run, refs)

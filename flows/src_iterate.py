@@ -27,6 +27,7 @@ from data.validate import DataError
 from flows.layout import (
     base_ref,
     judge_ref,
+    reader_digest,
     eval_metrics,
     git_commit,
     log_iteration,
@@ -130,6 +131,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     # a given judge is checked (exists, prompt style) before any run or compute starts
     given_judge = (None if cfg.scorer.model == "train" else ORACLE_JUDGE if cfg.scorer.model == score.ORACLE
                    else judge_ref(cfg.scorer.model, cfg.scorer.template, cfg.scorer.mode))
+    reader = reader_digest(cfg.scorer.reader)  # checked, like the judge, before any compute
     parent = tracker.start_run(
         f"src-{time.strftime('%Y%m%d-%H%M%S')}",
         {"src.role": "pipeline", "src.flow_run_id": str(flow_run.get_id() or ""),
@@ -198,7 +200,8 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                          {**inputs, "iteration": t}),
                 cfg=c, base=base, chain=chain, world=w, iteration=t)
             sc = run(score.score_task, score, _key(score, cfg, {"scorer": cfg.scorer},
-                                           {"judge": judge["digest"], "candidates": cands["digest"]}),
+                                           {"judge": judge["digest"], "candidates": cands["digest"],
+                                            **({"reader": reader} if reader else {})}),
                                   cfg=c, judge=judge, candidates=cands)
             prefs = run(curate.curate_task, curate, _key(curate, cfg, {"curation": cfg.curation},
                                                 {"candidates": cands["digest"], "scores": sc["digest"]}),

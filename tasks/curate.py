@@ -8,7 +8,7 @@ from data.records import read_records, write_records
 from tasks.common import config_of, log, stage_task
 from tasks.store import produce, write_json
 
-STAGE, VERSION = "curate", 1
+STAGE, VERSION = "curate", 2  # 2: the reader's `supported` joined from the score stage
 
 
 def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path) -> dict:
@@ -16,6 +16,11 @@ def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path) -> di
 
     cfg = config_of(cfg_dict)
     cands = read_records(Path(candidates["path"]) / "candidates.parquet")
+    reader_file = Path(scores["path"]) / "reader.parquet"
+    if reader_file.exists():  # scorer.reader: which candidates' rationales imply their answers
+        said = {(r["prompt_id"], int(r["cand_idx"])): r["supported"] for r in read_records(reader_file)}
+        for c in cands:
+            c["supported"] = said.get((c["prompt_id"], int(c["cand_idx"])))
     pair_file = Path(scores["path"]) / "pairwise_scores.parquet"
     point_file = Path(scores["path"]) / "pointwise_scores.parquet"
     kwargs = {}

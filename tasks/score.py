@@ -11,7 +11,8 @@ from tasks.store import drop_partial, produce, shard_file
 
 # 2: slot bias and same-answer agreement in the meta; template markers in candidates neutralised
 # 3: steering probes in the meta (filler, a copied verdict line, padding; built-in world)
-STAGE, VERSION = "score", 3
+# 4: the reader's verdict per candidate (reader.parquet) when scorer.reader is set
+STAGE, VERSION = "score", 4
 STEER_PROMPTS = 100  # prompts probed per steer: a few seconds of judging
 ORACLE = "oracle"  # scorer.model: the exact scorer of the built-in world judges (data/judging.py)
 
@@ -47,10 +48,43 @@ def open_judge(cfg, judge: dict):
 
 
 def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: str = "") -> dict:
-    from data.judging import judge_items, oracle_pairs, oracle_points
-
     cfg = config_of(cfg_dict)
     cands = read_records(Path(candidates["path"]) / "candidates.parquet")
+    meta = judge_candidates(cfg, cfg_dict, judge, candidates, cands, out, key)
+    if cfg.scorer.reader:
+        meta.update(read_candidates(cfg, cands, out))
+    return meta
+
+
+def read_candidates(cfg, cands: list[dict], out: Path) -> dict:
+    """The reader's verdict on every candidate (models/reader.py) -> reader.parquet, which
+    curation joins as `supported`; with the world's facts, its agreement with the exact
+    scorer's consistency (`reader/agree_consistent`, and on the correct candidates)."""
+    from data.scoring import score_shapes
+    from models.reader import agreement, load_reader, reader_threshold
+    from models.reader import read_candidates as read
+
+    try:
+        model, tokenizer = load_reader(cfg.scorer.reader, device=cfg.model.device)
+    except ValueError as err:
+        raise ValueError(f"scorer.reader: {err}") from err
+    threshold = reader_threshold(cfg.scorer.reader, cfg.scorer.reader_threshold)
+    rows = read(model, tokenizer, cands, threshold, cfg.scorer.batch_size, progress_logger("read"))
+    write_records(rows, out / "reader.parquet")
+    said = [r["supported"] for r in rows if r["supported"] is not None]
+    meta = {"reader/supported_share": sum(said) / len(said) if said else None,
+            "reader/threshold": threshold}
+    if cands and all(c.get("facts") for c in cands):
+        ex = [score_shapes(c["text"], c["facts"], str(c["gold"])) for c in cands]
+        meta.update(agreement(rows, [e.consistent if e.parsable else None for e in ex],
+                              [e.correct for e in ex]))
+    return meta
+
+
+def judge_candidates(cfg, cfg_dict: dict, judge: dict, candidates: dict, cands: list[dict],
+                     out: Path, key: str) -> dict:
+    from data.judging import judge_items, oracle_pairs, oracle_points
+
     items = judge_items(cands)
     if cfg.scorer.model == ORACLE:  # the exact scorer in the judge's place (ablation ceiling)
         return _write(cfg, oracle_points(items) if cfg.scorer.mode == "pointwise" else oracle_pairs(items),

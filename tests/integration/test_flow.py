@@ -208,7 +208,7 @@ def test_the_committed_judge_is_loaded_not_trained(first_run):
         pytest.skip("models/builtin/judge is not committed yet (make bootstrap-judge)")
     state = first_run["state"]
     proc, _ = src_run(state, f"model.base={first_run['base']}", "iterate.iterations=1",
-                      "runtime.num_threads=1", "scorer.model=builtin")
+                      "runtime.num_threads=1", "scorer.model=builtin", "scorer.reader=builtin")
     log = proc.stdout + proc.stderr
     assert "[scorer]" not in log and "[score]" in log
     client, exp, runs = pipeline_runs(state)
@@ -220,8 +220,18 @@ def test_the_committed_judge_is_loaded_not_trained(first_run):
     assert 0.0 <= kid.data.metrics["judge/onpolicy_agreement"] <= 1.0
     for how in ("filler", "verdict", "padding"):  # the steering probes of the score stage
         assert 0.0 <= kid.data.metrics[f"judge/steer_{how}"] <= 1.0
+    # the committed reader marked every candidate; curation counted what it ruled out
+    for k in ("reader/supported_share", "reader/agree_consistent"):
+        assert 0.0 <= kid.data.metrics[k] <= 1.0
+    assert "curate/dropped/chosen_unsupported" in kid.data.metrics
+    assert "reader.parquet" in artifact_files(client, kid.info.run_id)
     # a judge trained on another prompt style is refused before any compute
     bad = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml",
                           "scorer.model=builtin", "scorer.template=full"], cwd=ROOT,
                          env=run_env(state), capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "scorer.template" in bad.stdout + bad.stderr
+    # so is a reader that is not there
+    bad = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml",
+                          "scorer.reader=/no/such/reader"], cwd=ROOT,
+                         env=run_env(state), capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "scorer.reader" in bad.stdout + bad.stderr
