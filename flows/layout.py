@@ -171,13 +171,15 @@ def _log_samples(tracker, run: str, refs: dict) -> None:
 def metrics_table(results: list[dict]) -> str:
     """Markdown table of held-out metrics per iteration."""
     cols = ["accuracy", "consistency", "factuality", "format_rate"]
-    head = "| iteration | " + " | ".join(cols) + " | headroom | flip rate | judge agree | kept | dpo loss |"
-    lines = [head, "|" + "---|" * (len(cols) + 6)]
+    head = ("| iteration | " + " | ".join(cols) + " | headroom | flip rate | judge agree "
+            "| same-answer agree | reader agree | kept | dpo loss |")
+    lines = [head, "|" + "---|" * (len(cols) + 8)]
     for r in results:
         m = r["metrics"]
         cells = [f"{100 * m[f'eval/{c}']:.1f} ± {100 * m.get(f'eval/{c}_se', float('nan')):.1f}"
                  if m.get(f"eval/{c}") is not None else "n/a" for c in cols]
         extra = [m.get("search/headroom"), m.get("judge/flip_rate"), m.get("judge/onpolicy_agreement"),
+                 m.get("judge/agree_same_answer"), m.get("reader/agree_consistent"),
                  m.get("curate/kept_frac"), m.get("dpo/loss")]
         cells += ["" if v is None else f"{v:.3f}" for v in extra]
         lines.append(f"| {r['iteration']} | " + " | ".join(cells) + " |")
