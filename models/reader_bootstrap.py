@@ -15,6 +15,7 @@ policy's held-out candidates (all, and the correct ones).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -107,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _weights_digest(adapter: str) -> str | None:
-    import hashlib
-
     f = Path(adapter) / "adapter_model.safetensors"
     return hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
 
@@ -125,17 +124,17 @@ def measure(model, tok, cfg, n_heldout: int, held_policy: list[dict],
         return out, threshold or 0.0
     ex = [score_shapes(c["text"], c["facts"], c["gold"]) for c in held_policy]
     consistent = [e.consistent if e.parsable else None for e in ex]
-    rows = read_candidates(model, tok, held_policy)
-    by_t = {}
-    for t in THRESHOLDS:
-        at = [{**r, "supported": None if r["supported"] is None else r["supported"] and r["confidence"] >= t}
-              for r in rows]
-        by_t[t] = agreement(at, consistent, [e.correct for e in ex])
+    rows = read_candidates(model, tok, held_policy)  # threshold 0: every read answer counts
+
+    def at(t: float) -> dict:
+        said = [{**r, "supported": r["supported"] and r["confidence"] >= t}
+                if r["supported"] is not None else r for r in rows]
+        return agreement(said, consistent, [e.correct for e in ex])
+
+    by_t = {t: at(t) for t in THRESHOLDS}
     if threshold is None:
         threshold = max(THRESHOLDS, key=lambda t: (by_t[t].get("reader/agree_consistent", 0.0), -t))
-    out.update(by_t.get(threshold) or agreement(
-        [{**r, "supported": None if r["supported"] is None else r["supported"] and r["confidence"] >= threshold}
-         for r in rows], consistent, [e.correct for e in ex]))
+    out.update(by_t.get(threshold) or at(threshold))
     out["reader/agree_consistent_by_threshold"] = {str(t): round(m.get("reader/agree_consistent", 0.0), 4)
                                                    for t, m in by_t.items()}
     right = [e.consistent for e in ex if e.correct]

@@ -96,3 +96,25 @@ def test_the_bootstrap_trains_measures_and_writes_its_manifest(tmp_path):
     assert 0.0 <= m["metrics"]["reader/heldout_read_accuracy"] <= 1.0
     assert not (out / "_trainer").exists()
     assert reader_threshold(str(out)) == 0.6 and reader_threshold(str(out), 0.2) == 0.2
+
+
+def test_the_bootstrap_chooses_its_threshold_on_held_out_candidates(tmp_path):
+    from data.records import write_records
+    from data.shapes import format_response
+    from models.reader_bootstrap import THRESHOLDS, main
+
+    cands = []
+    for r in generate("eval", 20, DataConfig(), 0):
+        for k, answer in enumerate((r["answer"], "unclear-answer")):  # consistent, then not
+            cands.append({"prompt_id": r["id"], "cand_idx": k, "question": r["question"],
+                          "rationale": r["rationale"], "answer": answer, "gold": r["answer"],
+                          "text": format_response(r["rationale"], answer), "facts": r["facts"]})
+    write_records(cands, tmp_path / "held.parquet")
+    out = tmp_path / "reader"
+    assert main(["--out", str(out), "--init", str(BUILTIN_READER), "--steps", "2", "--records", "8",
+                 "--n-heldout", "8", "--heldout-candidates", str(tmp_path / "held.parquet")]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    by_t = m["metrics"]["reader/agree_consistent_by_threshold"]
+    assert m["threshold"] in THRESHOLDS and set(by_t) == {str(t) for t in THRESHOLDS}
+    assert by_t[str(m["threshold"])] == max(by_t.values())
+    assert m["metrics"]["reader/agree_consistent"] >= 0.9  # the committed reader, barely moved
