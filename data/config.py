@@ -137,29 +137,20 @@ class ScorerConfig(Section):
     n_train_items: int = Field(3000, ge=1, description="gold rationales to perturb for training")
     n_heldout: int = Field(100, ge=0, description="held-out items to measure judge agreement")
     batch_size: int = runtime(64, "judge inputs per forward pass")
-    reader: str | None = Field(
-        None, description="the reader (models/reader.py) that marks each candidate supported or "
-        "not, for curation.require_supported_chosen: 'builtin', a folder or a hub id; "
-        "None = no reader"
-    )
-    reader_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="confidence a supported verdict needs (the probability of "
-        "the read answer's first token); None = the reader's manifest `threshold`, else 0"
-    )
+    reader: str | None = Field(None, description="marks candidates supported (docs/reader.md): "
+                               "'builtin', a folder or a hub id; None = no reader")
+    reader_threshold: float | None = Field(None, ge=0.0, le=1.0, description="confidence a supported "
+                                           "verdict needs; None = the reader manifest's `threshold`")
 
 
 class CurationConfig(Section):
     delta: float = Field(0.2, ge=0.0, le=1.0, description="minimum s_chosen - s_rejected")
     require_correct_chosen: bool = Field(True, description="drop prompts whose chosen is wrong")
-    require_supported_chosen: bool = Field(
-        True, description="where candidates carry `supported` (the reader's verdict: the rationale "
-        "alone implies the stated answer), only a supported candidate may be chosen"
-    )
-    rejected: Literal["lowest", "likeliest"] = Field(
-        "lowest", description="'lowest': the judge's lowest-scored candidate (the paper's rule); 'likeliest': "
-        "of the candidates scored at least delta below the chosen, an unsupported one first, then "
-        "the policy's most likely (highest mean_logprob)"
-    )
+    require_supported_chosen: bool = Field(True, description="with a reader: only a supported "
+                                           "candidate may be chosen")
+    rejected: Literal["lowest", "likeliest"] = Field("lowest", description="'lowest' (the paper's) or "
+                                                     "'likeliest': unsupported, then most likely, of "
+                                                     "those >= delta below the chosen")
     weighting: Literal["confidence", "uniform"] = Field(
         "confidence", description="'uniform' = plain mean of p(i>j) (ablation)"
     )

@@ -268,9 +268,7 @@ def cached_candidates(cfg: SRCConfig, adapter: str, records: list[dict], cache: 
 
     from data.records import read_records, write_records
 
-    h = hashlib.sha256()
-    weights = Path(adapter) / "adapter_model.safetensors"
-    h.update(weights.read_bytes() if weights.is_file() else adapter.encode())
+    h = hashlib.sha256((adapter_digest(adapter) or adapter).encode())
     h.update(json.dumps([[r["id"] for r in records], cfg.search.model_dump(mode="json"), cfg.seed]).encode())
     f = Path(cache) / f"{name}-{h.hexdigest()[:16]}.parquet" if cache else None
     if f is not None and f.is_file():
@@ -280,6 +278,14 @@ def cached_candidates(cfg: SRCConfig, adapter: str, records: list[dict], cache: 
         f.parent.mkdir(parents=True, exist_ok=True)
         write_records(cands, f)
     return cands
+
+
+def adapter_digest(adapter: str) -> str | None:
+    """sha256 of an adapter folder's weights; None when it has none (e.g. a hub id)."""
+    import hashlib
+
+    f = Path(adapter) / "adapter_model.safetensors"
+    return hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
 
 
 def _same_answer_focus(rows: list[dict], share: float, rng: random.Random) -> list[dict]:

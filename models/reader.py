@@ -48,11 +48,10 @@ def reader_prompt(question: str, rationale: str) -> str:
 
 
 def load_reader(name_or_path: str, dtype: str = "float32", device: str = "auto") -> tuple[Any, Any]:
-    """A reader model and its tokenizer ('builtin', a folder or a hub id); left padding."""
+    """A reader model and its tokenizer ('builtin', a folder or a hub id)."""
     from models.scorer import load_judge  # the same Auto-class loading, errors naming the path
 
     model, tok = load_judge(reader_path(name_or_path), dtype, device)
-    tok.padding_side = "left"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok

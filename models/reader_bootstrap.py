@@ -15,7 +15,6 @@ policy's held-out candidates (all, and the correct ones).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -29,7 +28,7 @@ from data.reading import candidate_records, reader_records
 from data.scoring import score_shapes
 from data.shapes import generate
 from models.bootstrap import git_commit
-from models.judge_bootstrap import BUILTIN_JUDGE, _adapter_record, cached_candidates
+from models.judge_bootstrap import BUILTIN_JUDGE, _adapter_record, adapter_digest, cached_candidates
 from models.reader import (
     BUILTIN_READER, agreement, load_reader, read_answers, read_candidates, train_reader,
 )
@@ -98,18 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         "records": args.records, "edits": args.edits, "onpolicy": bool(args.onpolicy),
         "onpolicy_n": args.onpolicy_n if args.onpolicy else 0, "train_records": len(train),
         "adapter": _adapter_record(args.onpolicy) if args.onpolicy else None,
-        "adapter_sha256": _weights_digest(args.onpolicy) if args.onpolicy else None,
+        "adapter_sha256": adapter_digest(args.onpolicy) if args.onpolicy else None,
         "fit": fit, "metrics": metrics, "seconds": round(time.time() - t0, 1),
     }
     (Path(args.out) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(Path(args.out) / "_trainer", ignore_errors=True)  # the Trainer's scratch folder
     print(json.dumps(metrics, indent=2))
     return 0
-
-
-def _weights_digest(adapter: str) -> str | None:
-    f = Path(adapter) / "adapter_model.safetensors"
-    return hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
 
 
 def measure(model, tok, cfg, n_heldout: int, held_policy: list[dict],
