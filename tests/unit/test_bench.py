@@ -21,7 +21,7 @@ def _runs(last_acc, last_cons, oracle_acc, se=0.01):
     its = [{"iteration": 0, "metrics": _m(0.40, 0.30, se)},
            {"iteration": 1, "metrics": _m(0.45, 0.35, **{"judge/flip_rate": 0.1, "curate/kept_frac": 0.6})},
            {"iteration": 2, "metrics": _m(last_acc, last_cons, se)}]
-    ab = lambda acc, cons: {"iterations": [{"iteration": 2, "metrics": _m(acc, cons)}]}  # noqa: E731
+    ab = lambda acc, cons: {"iterations": [{"iteration": 2, "metrics": _m(acc, cons, se)}]}  # noqa: E731
     return {"main": {"iterations": its, "base_metrics": _m(0.42, 0.0)},
             "pointwise": ab(0.44, 0.36), "uniform": ab(0.44, 0.50), "answer_only": ab(0.44, 0.30),
             "oracle": ab(oracle_acc, 0.5)}
@@ -39,6 +39,29 @@ def test_rows_are_base_iterations_then_ablations_at_their_last_iteration():
     assert "| SRC iteration 2 | 50.0 ± 1.0 | 45.0 ± 1.0 |" in md and "acc count_color" in md
 
 
+def test_seed_rows_are_mean_and_sd_and_headroom_shows_best_of_n_over_greedy():
+    runs = _runs(0.50, 0.45, 0.60)
+    runs["main"]["iterations"][1]["metrics"].update({"search/bestofn_correct": 0.8, "search/greedy_correct": 0.5,
+                                                     "judge/agree_same_answer": 0.55})
+    for s, (acc, cons) in ((1, (0.52, 0.49)), (2, (0.54, 0.41))):
+        runs[f"seed{s}"] = {"iterations": [{"iteration": 0, "metrics": _m(0.40 + s / 100, 0.30)},
+                                           {"iteration": 2, "metrics": _m(acc, cons)}]}
+    rows = efficacy.table(runs)
+    seeded = {r["row"]: r for r in rows if "seeds" in r}
+    last = seeded["SRC iteration 2, seeds 0,1,2 (mean ± sd)"]
+    assert last["accuracy"] == pytest.approx(0.52) and last["accuracy_sd"] == pytest.approx(0.02)
+    assert last["consistency"] == pytest.approx(0.45) and last["consistency_sd"] == pytest.approx(0.04)
+    assert seeded["rationale-tuned (iteration 0), seeds 0,1,2 (mean ± sd)"]["accuracy"] == pytest.approx(0.41)
+    md = efficacy.markdown(rows)
+    assert "| SRC iteration 2, seeds 0,1,2 (mean ± sd) | 52.0 ± 2.0 | 45.0 ± 4.0 |" in md
+    assert "| 80.0 / 50.0 |" in md and "| 0.550 |" in md
+    t = {x["name"]: x for x in efficacy.targets(rows)}
+    # the seed rows neither count as the last SRC iteration nor hide it
+    assert t["SRC iteration 2 consistency gain over iteration 0"]["value"] == pytest.approx(0.15)
+    assert t["accuracy gain over iteration 0, mean of 3 seeds"]["value"] == pytest.approx(0.11)
+    assert not t["judge agreement on same-answer pairs (lowest iteration)"]["met"]
+
+
 def test_targets_gain_in_standard_errors_ablations_and_oracle_share():
     t = {x["name"]: x for x in efficacy.targets(efficacy.table(_runs(0.50, 0.45, 0.60)))}
     acc = t["SRC iteration 2 accuracy gain over iteration 0"]
@@ -46,14 +69,19 @@ def test_targets_gain_in_standard_errors_ablations_and_oracle_share():
     assert acc["value"] == pytest.approx(0.10) and acc["z"] == pytest.approx(7.071, abs=1e-3) and acc["met"]
     cons = t["SRC iteration 2 consistency gain over iteration 0"]
     assert cons["value"] == pytest.approx(0.15) and cons["met"]
-    assert t["full SRC consistency - pointwise ablation"]["met"]
+    assert t["full SRC consistency - pointwise ablation"]["met"]  # 9 points, 6.4 SE
     assert not t["full SRC consistency - uniform ablation"]["met"]  # 0.45 < 0.50
     share = t["R-Scorer accuracy gain / oracle accuracy gain"]
     assert share["value"] == pytest.approx(0.5) and not share["met"]  # 0.10 of 0.20
+    assert t["R-Scorer consistency gain / oracle consistency gain"]["value"] == pytest.approx(0.75)
+    assert t["iteration 0 accuracy - base short-answer accuracy"]["met"] is False  # 0.40 < 0.42
+    assert t["SRC iteration 2 factuality gain over iteration 0"]["met"] is None
     # a gain under 3 standard errors misses, even when it is over 8 points
     t2 = {x["name"]: x for x in efficacy.targets(efficacy.table(_runs(0.49, 0.45, 0.49, se=0.04)))}
     acc2 = t2["SRC iteration 2 accuracy gain over iteration 0"]
     assert acc2["value"] == pytest.approx(0.09) and acc2["z"] < 3 and not acc2["met"]
+    # a consistency lead over an ablation under 2 standard errors misses
+    assert not t2["full SRC consistency - pointwise ablation"]["met"]  # 9 points, SE 5.7
     assert t2["R-Scorer accuracy gain / oracle accuracy gain"]["value"] == pytest.approx(1.0)
 
 
