@@ -1,7 +1,8 @@
 """Performance benchmarks of issue 5, each a plain function returning a dict of figures.
 
-- search: the batched sentence-level beam search vs a per-question `generate` loop
-  (models/search_bench.py), and the share of search time inside forward passes;
+- search: the sentence-level beam search on its KV cache vs the reference path (every prefix
+  re-run), plain batched sampling and a per-question `generate` loop (models/search_bench.py),
+  the share of search time inside forward passes, tokens/s;
 - scoring: ordered pairs/s of the one-forward verdict reading vs generating the verdict as
   text and parsing it (per pair, the straightforward way, and batched);
 - memory: peak resident memory of DPO steps vs SFT steps of the same batch, each in its own
@@ -42,14 +43,16 @@ def _items(cfg: Any, n: int, split: str = "pool") -> list[dict]:
 
 
 def bench_search(cfg: Any, chain: list[str], n_questions: int) -> dict:
-    """Batched search vs per-question loops on the rationale-tuned policy."""
+    """The search (KV cache) vs its reference path, plain sampling and per-question loops, on
+    the rationale-tuned policy (models/search_bench.py)."""
     from models.search_bench import benchmark_search
 
     model, processor = _policy(cfg, chain[:1])
     rep = benchmark_search(model, processor, _items(cfg, n_questions), cfg.search, seed=cfg.seed)
     return {"questions": n_questions, **{k: rep[k] for k in (
-        "batched", "per_question_search", "per_question_sample", "speedup_vs_per_question_search",
-        "speedup_vs_per_question_sample", "same_candidates")}}
+        "batched", "reference", "per_question_search", "batched_sample", "per_question_sample",
+        "speedup_vs_reference", "speedup_vs_per_question_search", "speedup_vs_batched_sample",
+        "speedup_vs_per_question_sample", "same_candidates", "same_as_reference")}}
 
 
 def _judge_inputs(cfg: Any, n_items: int) -> tuple[Any, Any, list[dict]]:

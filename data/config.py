@@ -95,6 +95,8 @@ class SearchConfig(Section):
     n_candidates: int = Field(6, ge=2, description="N: distinct candidates kept per question")
     max_sentences: int = Field(8, ge=1, description="give up on a beam after this many sentences")
     max_sentence_tokens: int = Field(32, ge=1, description="tokens per sentence step at most")
+    kv_cache: bool = Field(True, description="prefill each prompt once and keep each beam's KV cache "
+                           "across steps (models/search_cache.py); false re-runs every prefix (the reference)")
     batch_size: int = runtime(64, "sequences per forward pass")
     shard_size: int = runtime(64, "prompts per checkpointed shard: a killed search resumes "
                               "from its last finished shard", ge=1)

@@ -17,11 +17,11 @@ models/search_vllm.py); this module does the rest:
     `cfg.batch_size` or on the order of `items` (up to float noise from padding, which could
     flip a draw only when a uniform lands within ~1e-6 of a token's cdf edge);
   * a beam is kept as token ids (prompt + generated), never re-tokenised text, so the score
-    is that of the tokens sampled. Each step re-runs its prefix (prompt and image included),
-    K times (once per continuation): on CPU that prefill was ~2/3 of the search time
-    (`benchmark_search`). Sharing it (prefill each beam once, expand the KV cache K times,
-    keep it across steps) is the next speed-up; it needs per-family cache and position-id
-    handling (Qwen2-VL's rope deltas) that `generate` does not expose, so it is not done.
+    is that of the tokens sampled;
+  * the default backend (`search.kv_cache=true`, models/search_cache.py) prefills each prompt
+    once and keeps each live beam's KV cache across steps; `_HFRows` (`search.kv_cache=false`)
+    re-runs every row's prefix, prompt and image included, through `generate`: the reference
+    the cached path is tested against (on CPU that prefill was ~2/3 of its search time).
 
 Records are then scored by one teacher-forced pass (`models.confidence`: `encode_examples`,
 the tokens DPO sees).
@@ -52,6 +52,7 @@ from data.shapes import format_response
 from models.confidence import answer_confidence, completion_logprobs, confidence_from_logprobs
 from models.encode import encode_prompts
 from models.generation import model_device
+from models.search_cache import CachedRows, draw
 
 Progress = Callable[[int, int], None]  # (questions done, total)
 _BOUNDARY = re.compile(r"[.?!\n]")
@@ -107,18 +108,9 @@ class _RowSampler(LogitsProcessor):
         self.logprobs: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        scores = scores.float()
-        banned = self.banned[: scores.shape[1]]
-        probs = torch.softmax((scores / self.cfg.temperature).masked_fill(banned, -math.inf), -1)
-        if self.cfg.top_p < 1.0:  # nucleus: most likely tokens until top_p mass is reached
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop = (sorted_p.cumsum(-1) - sorted_p) >= self.cfg.top_p
-            probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
-        cdf = probs.cumsum(-1)  # inverse-cdf draw: u scaled by the (float) total mass
-        u = self.u[:, input_ids.shape[1] - self.start].unsqueeze(1) * cdf[:, -1:]
-        token = torch.searchsorted(cdf, u, right=True).clamp(max=scores.shape[1] - 1)
-        self.logprobs.append(torch.log_softmax(scores, -1).gather(1, token).squeeze(1))
-        return torch.full_like(scores, -math.inf).scatter(1, token, 0.0)
+        token, logprob = draw(scores, self.u[:, input_ids.shape[1] - self.start], self.cfg, self.banned)
+        self.logprobs.append(logprob)
+        return torch.full_like(scores.float(), -math.inf).scatter(1, token.unsqueeze(1), 0.0)
 
 
 class _StopAt(StoppingCriteria):
@@ -136,6 +128,7 @@ class _Row:
     inputs: Any  # one question's prompt state (_HFRows: its encoded prompt, a batch of 1)
     tokens: list[int]  # the response so far
     seed: int
+    state: Any = None  # the parent beam's backend state (its KV cache), None for `_HFRows`
 
 
 def _row_seed(*key: Any) -> int:
@@ -215,6 +208,7 @@ class _Beam:
     sum_lp: float = 0.0
     sentences: int = 0
     text: str = ""
+    state: Any = field(default=None, repr=False)  # the backend's cache of this beam, while live
 
     @property
     def score(self) -> float:
@@ -246,6 +240,7 @@ def _advance(q: _Question, conts: list[tuple[_Beam, bool]], cfg: SearchConfig) -
             continue
         seen.add(key)
         if ended or _ANSWER_TAG.search(beam.text) or beam.sentences >= cfg.max_sentences:
+            beam.state = None  # a finished beam is never continued: free its cache
             q.finished.setdefault(key, beam)
         else:
             q.live.append(beam)
@@ -301,14 +296,14 @@ def _search(
             for slot, beam in enumerate(q.live):
                 for k in range(first if q.step == 0 else cfg.per_beam):
                     seed_k = _row_seed(seed, q.item["prompt_id"], q.step, slot, k)
-                    rows.append(_Row(q.inputs, beam.tokens, seed_k))
+                    rows.append(_Row(q.inputs, beam.tokens, seed_k, beam.state))
                     owners.append((q, beam))
         conts: dict[int, list[tuple[_Beam, bool]]] = {q.index: [] for q in active}
         new_rows = backend(rows, beam_mode, budget)
-        for (q, parent), (new, lp, ended) in zip(owners, new_rows):
+        for (q, parent), (new, lp, ended, *state) in zip(owners, new_rows):
             tokens = parent.tokens + new
             text = tok.decode(tokens, skip_special_tokens=True).strip()
-            child = _Beam(tokens, parent.sum_lp + lp, parent.sentences + 1, text)
+            child = _Beam(tokens, parent.sum_lp + lp, parent.sentences + 1, text, state[0] if state else None)
             conts[q.index].append((child, ended or not beam_mode))
         for q in list(active):
             _advance(q, conts[q.index], cfg)
@@ -350,8 +345,9 @@ def search_candidates(
             found = vllm_search(model, processor, items, cfg, seed, progress)
         else:
             with torch.inference_mode():
-                found = _search(_HFRows(model, processor, cfg), processor.tokenizer, items, cfg,
-                                seed, progress)
+                backend = (CachedRows(model, processor, cfg, _vocab(model, processor)) if cfg.kv_cache
+                           else _HFRows(model, processor, cfg))
+                found = _search(backend, processor.tokenizer, items, cfg, seed, progress)
         owner = [i for i, beams in enumerate(found) for _ in beams]
         texts = [b.text for beams in found for b in beams]
         images = [items[i]["image"] for i in owner]

@@ -1,4 +1,4 @@
-"""Benchmark of the batched sentence-level search against a per-question loop.
+"""Benchmark of the sentence-level search against its reference path and plain sampling.
 
     python -m models.search_bench --bench [--threads 1 --device cuda --questions N ...]
 """
@@ -16,6 +16,7 @@ from data.config import SearchConfig
 from models.encode import encode_examples, encode_prompts
 from models.generation import model_device
 from models.search import _Beam, _HFRows, _search, _vocab, search_candidates  # noqa: F401
+from models.search_cache import CachedRows
 
 # --------------------------------------------------------------------------- benchmark
 
@@ -52,8 +53,9 @@ class _ForwardClock:
             for h in hooks:
                 h.remove()
         n = sum(map(len, lengths))
+        tokens = sum(map(sum, lengths))
         return {"seconds": round(wall, 3), "candidates": n, "cand_per_s": round(n / wall, 2),
-                "mean_tokens": round(sum(map(sum, lengths)) / max(1, n), 1),
+                "mean_tokens": round(tokens / max(1, n), 1), "tokens_per_s": round(tokens / wall, 1),
                 "forward_share": round(sum(self.seconds.values()) / wall, 3),
                 "prefill_share": round(self.seconds["prefill"] / wall, 3),
                 "forward_calls": self.calls}
@@ -63,49 +65,68 @@ class _ForwardClock:
 def benchmark_search(
     model: Any, processor: Any, items: Sequence[dict], cfg: SearchConfig, seed: int = 0
 ) -> dict[str, Any]:
-    """Candidates/s of the batched search vs per-question loops, and time inside forward.
+    """Candidates/s and tokens/s of the search against the ways one could do without it, and
+    its time inside forward passes.
 
-    `batched`: this module's search over all items. `per_question_search`: the same search
-    once per item (what batching across questions buys; it must find the same texts).
-    `per_question_sample`: the straightforward loop, one `generate(do_sample=True,
-    num_return_sequences=n)` per item, n and max_new_tokens taken from the batched result.
+    `batched`: the search over all items on the KV cache (`search.kv_cache=true`).
+    `reference`: the same search re-running every prefix through `generate`
+    (`search.kv_cache=false`); it must find the same texts up to float noise.
+    `per_question_search`: the cached search once per item (what batching across questions buys).
+    `batched_sample`: plain sampling of as many candidates per item as the search found, items
+    batched `cfg.batch_size` rows a `generate` call, `max_new_tokens` the longest candidate of
+    the batch: what any candidate generator costs (`generate` repeats each prompt per sequence).
+    `per_question_sample`: the same sampling, one `generate` call per item (the naive loop).
     Search only: the teacher-forced scoring that `search_candidates` adds is not timed.
     """
     model.eval()
-    clock, found, singles = _ForwardClock(model), [], []
-    rows_fn = _HFRows(model, processor, cfg)  # the vocabulary masks, built once
+    clock, found, ref, singles = _ForwardClock(model), [], [], []
+    vocab = _vocab(model, processor)  # the vocabulary masks, built once
+    cached, reference = CachedRows(model, processor, cfg, vocab), _HFRows(model, processor, cfg)
 
     def lengths(beams: list[list[_Beam]]) -> list[list[int]]:
         return [[len(b.tokens) for b in bs] for bs in beams]
 
-    def sample_loop() -> list[list[int]]:
-        torch.manual_seed(seed)
-        out = []
-        for it, beams in zip(items, found):
-            enc = encode_prompts(processor, [it["image"]], [it["question"]], model_device(model))
-            gen = model.generate(**enc, do_sample=True, temperature=cfg.temperature,
-                                 top_p=cfg.top_p, num_return_sequences=max(1, len(beams)),
-                                 max_new_tokens=max([len(b.tokens) for b in beams] + [1]))
-            new = gen[:, enc["input_ids"].shape[1]:]
-            out.append((new != processor.tokenizer.pad_token_id).sum(1).tolist())
-        return out
+    def sample(group: int) -> Callable[[], list[list[int]]]:
+        def run() -> list[list[int]]:
+            torch.manual_seed(seed)
+            out = []
+            for lo in range(0, len(items), group):
+                its, beams = items[lo:lo + group], found[lo:lo + group]
+                n = max(1, max(len(bs) for bs in beams))
+                enc = encode_prompts(processor, [it["image"] for it in its], [it["question"] for it in its],
+                                     model_device(model))
+                gen = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+                                     num_return_sequences=n, pad_token_id=processor.tokenizer.pad_token_id,
+                                     max_new_tokens=max([len(b.tokens) for bs in beams for b in bs] + [1]))
+                new = (gen[:, enc["input_ids"].shape[1]:] != processor.tokenizer.pad_token_id).sum(1)
+                out += [new[i * n:(i + 1) * n].tolist() for i in range(len(its))]
+            return out
+        return run
 
     def batched() -> list[list[int]]:
-        found.extend(_search(rows_fn, processor.tokenizer, items, cfg, seed))
+        found.extend(_search(cached, processor.tokenizer, items, cfg, seed))
         return lengths(found)
 
+    def reference_run() -> list[list[int]]:
+        ref.extend(_search(reference, processor.tokenizer, items, cfg, seed))
+        return lengths(ref)
+
     def per_question() -> list[list[int]]:
-        singles.extend(_search(rows_fn, processor.tokenizer, [it], cfg, seed)[0] for it in items)
+        singles.extend(_search(cached, processor.tokenizer, [it], cfg, seed)[0] for it in items)
         return lengths(singles)
 
-    report: dict[str, Any] = {"batched": clock.run(batched),
+    n_per = max(1, cfg.n_candidates)
+    report: dict[str, Any] = {"batched": clock.run(batched), "reference": clock.run(reference_run),
                               "per_question_search": clock.run(per_question),
-                              "per_question_sample": clock.run(sample_loop)}
-    for name in ("per_question_search", "per_question_sample"):
+                              "batched_sample": clock.run(sample(max(1, cfg.batch_size // n_per))),
+                              "per_question_sample": clock.run(sample(1))}
+    for name in ("reference", "per_question_search", "per_question_sample", "batched_sample"):
         ratio = report["batched"]["cand_per_s"] / max(report[name]["cand_per_s"], 1e-9)
         report[f"speedup_vs_{name}"] = round(ratio, 2)
-    report["same_candidates"] = [[b.text for b in bs] for bs in found] == [
-        [b.text for b in bs] for bs in singles]
+    texts = lambda beams: [[b.text for b in bs] for bs in beams]  # noqa: E731
+    report["same_candidates"] = texts(found) == texts(singles)
+    same = sum(len(set(a) & set(b)) for a, b in zip(texts(found), texts(ref)))
+    report["same_as_reference"] = round(same / max(1, sum(map(len, texts(ref)))), 3)
     report["examples"] = [b.text for b in found[0][:3]] if found else []
     return report
 

@@ -144,6 +144,7 @@ def test_same_seed_same_candidates_whatever_the_batch(model, items, beam_records
 
 
 def test_one_generate_call_per_step_for_all_questions(tokenizer):
+    """The reference path (`search.kv_cache=false`): one `generate` call per sentence step."""
     model, processor = build_tiny_llava(tokenizer, SMALL, seed=0)
     calls = []
     original = model.generate
@@ -154,7 +155,7 @@ def test_one_generate_call_per_step_for_all_questions(tokenizer):
 
     model.generate = counting
     many = as_items(generate("pool", 6, DataConfig()))
-    cfg = CFG.model_copy(update={"max_sentence_tokens": 4})
+    cfg = CFG.model_copy(update={"max_sentence_tokens": 4, "kv_cache": False})
     done = []
     search_candidates(model, processor, many, cfg, seed=0, progress=lambda d, t: done.append((d, t)))
     # every step holds all live beams of all 6 questions: at most one call per sentence step,
@@ -224,15 +225,18 @@ def test_answer_confidence_by_hand(arch, tokenizer, items):
     assert 0.0 < got[0] < 1.0
 
 
-def test_benchmark_reports_all_three_ways(tokenizer, items):
+def test_benchmark_reports_every_way(tokenizer, items):
     model, processor = build_tiny_llava(tokenizer, SMALL, seed=0)
     cfg = CFG.model_copy(update={"max_sentences": 2, "max_sentence_tokens": 4})
-    report = benchmark_search(model, processor, items[:2], cfg)
-    assert report["same_candidates"]
-    for name in ("batched", "per_question_search", "per_question_sample"):
+    report = benchmark_search(model, processor, items[:3], cfg)
+    assert report["same_candidates"] and report["same_as_reference"] == 1.0
+    for name in ("batched", "reference", "per_question_search", "batched_sample", "per_question_sample"):
         stats = report[name]
-        assert stats["candidates"] >= 2 and 0 < stats["forward_share"] <= 1
+        assert stats["candidates"] >= 3 and 0 < stats["forward_share"] <= 1 and stats["tokens_per_s"] > 0
         assert stats["prefill_share"] <= stats["forward_share"]
+        assert report[f"speedup_vs_{name}"] > 0 if name != "batched" else True
+    # the cached search prefills each prompt once; the reference re-runs prefixes every step
+    assert report["batched"]["prefill_share"] < report["reference"]["prefill_share"]
 
 
 def test_duplicate_prompt_ids_are_refused(model, items):
