@@ -8,7 +8,9 @@ Builds LLaVA-1.5-7B's shape from config (CLIP ViT-L/14 at 336 px + a 32-layer, 4
 decoder: 6.7B parameters; the built-in world's small vocabulary, so the logits are smaller
 than the real model's 32k) and a Qwen2.5-1.5B-shaped R-Scorer, both with random weights made
 on the device (nothing downloaded), and runs on `--prompts` built-in-world questions:
-1. candidate search (the pipeline's sentence-level beam search): generated tokens per second;
+1. candidate search (the pipeline's sentence-level beam search): generated tokens per second,
+   and its speed-up over the reference path (`search.kv_cache=false`) with the share of
+   identical candidates;
 2. pairwise scoring of every ordered candidate pair (one forward per verdict): pairs per second;
 3. LoRA DPO steps (gradient checkpointing, the reference = the adapter switched off): seconds
    per optimizer step;
@@ -95,6 +97,12 @@ def run(kind: str, device: str, n_prompts: int, dpo_steps: int) -> dict:
     cands, s = timed(lambda: search_candidates(model, processor, items, cfg.search, seed=cfg.seed))
     tokens = sum(c["n_tokens"] for c in cands)
     out.update(search_s=s, candidates=len(cands), search_tokens=tokens, search_tokens_per_s=tokens / s)
+    # the reference path (every prefix re-run through generate): what the KV cache saves
+    ref, s_ref = timed(lambda: search_candidates(model, processor, items, cfg.search.model_copy(
+        update={"kv_cache": False}), seed=cfg.seed))
+    same = {(c["prompt_id"], c["text"]) for c in cands} & {(c["prompt_id"], c["text"]) for c in ref}
+    out.update(search_reference_s=s_ref, search_speedup_vs_reference=s_ref / s,
+               search_same_as_reference=len(same) / max(1, len(ref)))
     by_id = {r["id"]: r for r in pool}
     for c in cands:
         r = by_id[c["prompt_id"]]

@@ -98,6 +98,7 @@ def test_the_gpu_check_runs_its_stages_on_the_tiny_shape(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     fig = json.loads(out.read_text())
     assert fig["candidates"] >= 2 * 2 and fig["search_tokens_per_s"] > 0
+    assert fig["search_speedup_vs_reference"] > 0 and fig["search_same_as_reference"] >= 0.5
     assert fig["scored_pairs"] > 0 and fig["scoring_pairs_per_s"] > 0
     assert fig["dpo_pairs"] == 2 and fig["dpo_step_s"] > 0
     assert "search_tokens_per_s: " in proc.stdout and "dpo_step_s: " in proc.stdout
