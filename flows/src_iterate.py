@@ -245,7 +245,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
             "rejected_report": str(Path(w["path"]) / world.REJECTED)}
 
 
-@flow(name="src-iterate", log_prints=True, persist_result=False)
+@flow(name="src-iterate", persist_result=False)
 def src_iterate(config_path: str = "configs/builtin.yaml", overrides: list[str] | None = None,
                 iterations: int | None = None, start_from: str | None = None,
                 retrain: bool = False, registered_model: str | None = None,

@@ -57,6 +57,7 @@ from models.policy import (
     Progress,
     ProgressReporter,
     finish_adapter,
+    library_deprecations_hidden,
     peft_lora_config,
     per_device_batch,
     run_trainer,
@@ -292,14 +293,15 @@ def train_dpo(
         **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm, checkpoint_dir,
                            cfg.save_steps),
     )
-    trainer = WeightedDPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=processor,
-        peft_config=peft_lora_config(model, cfg.lora),
-        callbacks=[ProgressReporter(progress)] if progress else None,
-    )
+    with library_deprecations_hidden():  # TRL reads deprecated names (models/policy.py)
+        trainer = WeightedDPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=processor,
+            peft_config=peft_lora_config(model, cfg.lora),
+            callbacks=[ProgressReporter(progress)] if progress else None,
+        )
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     seconds, logs = run_trainer(trainer)
     finish_adapter(trainer.model, model, out, merge=merge)

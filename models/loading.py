@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import is_torchvision_available
+from transformers.utils import logging as hf_logging
 
 from models.factory import Qwen2VLImageOnlyProcessor
 
@@ -66,9 +69,10 @@ def load_lvlm(
     try:
         config = AutoConfig.from_pretrained(source, **common)
         processor = load_processor(source, config.model_type, common)
-        model = AutoModelForImageTextToText.from_pretrained(
-            source, config=config, dtype=torch_dtype, device_map=device, use_safetensors=True, **common
-        )  # safetensors only: a pickled checkpoint (pytorch_model.bin) could run code on load
+        with weights_bar_hidden():
+            model = AutoModelForImageTextToText.from_pretrained(
+                source, config=config, dtype=torch_dtype, device_map=device, use_safetensors=True, **common
+            )  # safetensors only: a pickled checkpoint (pytorch_model.bin) could run code on load
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false")
         hint = " (HF_HUB_OFFLINE is set: download it first or pass a local folder)"
@@ -76,6 +80,24 @@ def load_lvlm(
         raise ValueError(f"could not load model {name!r}{hint}: {err}") from err
     processor.tokenizer.padding_side = "left"  # batched generation
     return model.eval(), processor
+
+
+@contextmanager
+def weights_bar_hidden() -> Iterator[None]:
+    """transformers 5 draws a "Loading weights" tqdm bar per `from_pretrained`: in a run log a
+    line of bar per model load (search, scoring, DPO and evaluation each load one). Hidden while
+    our loaders run, through transformers' own tqdm hook; download bars (huggingface_hub's) are
+    untouched."""
+    def hook(factory: Any, args: Any, kwargs: dict) -> Any:
+        if kwargs.get("desc") == "Loading weights":
+            kwargs = {**kwargs, "disable": True}
+        return previous(factory, args, kwargs) if previous else factory(*args, **kwargs)
+
+    previous = hf_logging.set_tqdm_hook(hook)
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
 
 
 def load_processor(source: str, model_type: str, common: dict[str, Any]) -> ProcessorMixin:

@@ -27,7 +27,9 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,8 @@ def build_policy(
     model, processor = load_lvlm(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     for path in adapters:
         check_adapter_fits(model, path)
-        peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+        with library_deprecations_hidden():
+            peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
         model = peft_model.merge_and_unload()
     return model.eval(), processor
 
@@ -239,6 +242,19 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     return None
 
 
+@contextmanager
+def library_deprecations_hidden() -> Iterator[None]:
+    """Around PEFT adapter loading and a TRL trainer's construction and training: PEFT and TRL
+    read `is_gradient_checkpointing` and the transformers Trainer calls
+    `gradient_checkpointing_enable`, names transformers 5 deprecated; each printed a
+    FutureWarning per model load or training that no code of ours can mend. Only those two
+    messages are hidden, only there."""
+    with warnings.catch_warnings():
+        for name in ("is_gradient_checkpointing", "gradient_checkpointing_enable"):
+            warnings.filterwarnings("ignore", message=f"`{name}` is deprecated", category=FutureWarning)
+        yield
+
+
 def run_trainer(trainer: Any) -> tuple[float, list[dict[str, Any]]]:
     """`trainer.train()`, from the last checkpoint in `output_dir` if checkpoints are on;
     returns wall seconds and the per-step log entries (those with a loss).
@@ -250,7 +266,8 @@ def run_trainer(trainer: Any) -> tuple[float, list[dict[str, Any]]]:
     resume = (last_complete_checkpoint(Path(trainer.args.output_dir))
               if trainer.args.save_strategy != "no" else None)
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)  # a killed stage goes on from its last checkpoint
+    with library_deprecations_hidden():
+        trainer.train(resume_from_checkpoint=resume)  # a killed stage goes on from its last checkpoint
     seconds = time.perf_counter() - start
     steps = [e for e in trainer.state.log_history if "loss" in e and "train_runtime" not in e]
     return seconds, steps

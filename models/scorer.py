@@ -44,6 +44,7 @@ from data.perturb import pair_records, point_records
 from data.prompts import (
     PAIRWISE, POINTWISE, VERDICTS, clean_candidate, cut, fair_caps, format_input, template_segments,
 )
+from models.loading import weights_bar_hidden
 
 Progress = Callable[[int, int], None] | None
 JUDGE_VOCAB_SIZE = 512  # world corpus + templates: every verdict word becomes one token
@@ -139,8 +140,9 @@ def load_judge(name_or_path: str, dtype: str = "float32", device: str = "auto") 
         raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype,
-                                                     use_safetensors=True).to(device)  # no pickle
+        with weights_bar_hidden():
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype,
+                                                         use_safetensors=True).to(device)  # no pickle
     except (OSError, ValueError) as err:
         raise ValueError(f"could not load judge {name_or_path!r}: {err}") from err
     return model.eval(), tokenizer

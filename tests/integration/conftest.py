@@ -14,5 +14,5 @@ def first_run(tmp_path_factory, base_model):
     state = tmp_path_factory.mktemp("state")
     summary = state.parent / f"{state.name}-summary.json"
     proc, seconds = src_run(state, f"model.base={base_model}", *SMALL, "--summary-json", str(summary))
-    return {"state": state, "seconds": seconds, "stdout": proc.stdout, "base": base_model,
+    return {"state": state, "seconds": seconds, "stdout": proc.stdout, "stderr": proc.stderr, "base": base_model,
             "summary": json.loads(summary.read_text())}

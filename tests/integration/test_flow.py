@@ -56,6 +56,16 @@ def test_layout_of_a_pipeline_run(first_run):
     assert "| iteration |" in first_run["stdout"] and "mlflow ui" in first_run["stdout"]
 
 
+def test_the_run_log_is_for_people(first_run):
+    """No bytecode listing (dill's disassembly, caught by Prefect's print capture when the flow
+    logged prints), no library FutureWarning per training or adapter load, no weight-loading
+    bar per model load."""
+    log = first_run["stdout"] + first_run["stderr"]
+    assert "[rationale_sft]" in log and "[dpo]" in log  # the stages did log
+    for noise in ("LOAD_GLOBAL", "RESUME", "FutureWarning", "Loading weights"):
+        assert noise not in log, noise
+
+
 def test_summary_json_has_metrics_and_stage_timing(first_run):
     s = first_run["summary"]
     assert [it["iteration"] for it in s["iterations"]] == [0, 1, 2]
