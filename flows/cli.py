@@ -79,6 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.get("report"):
         print(f"iteration report: {result['report']} (also the run's artifact report.html)")
     print(f"open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+    if result.get("experiment_id") is not None:  # MLflow 3 opens on GenAI traces without the parameter
+        print(f"  this run: http://127.0.0.1:5000/#/experiments/{result['experiment_id']}/runs/"
+              f"{result['parent_run_id']}?workflowType=machine_learning")
     return 0
 
 

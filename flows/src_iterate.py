@@ -240,7 +240,8 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     )
     return {"parent_run_id": parent, "iterations": results, "wall_seconds": wall, "table": table,
             "timing": timing, "chain": [r["path"] for r in chain], "base_metrics": base_metrics,
-            "tracking_uri": uri, "base_table": format_table(base_summary), "report": str(report_page),
+            "tracking_uri": uri, "experiment_id": getattr(tracker, "experiment_id", None),
+            "base_table": format_table(base_summary), "report": str(report_page),
             "measured_by": measured_by, "rejected": w["meta"].get("rejected", {}),
             "rejected_report": str(Path(w["path"]) / world.REJECTED)}
 

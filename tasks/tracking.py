@@ -22,6 +22,10 @@ from typing import Any, Iterator, Protocol
 
 from tasks.store import file_lock, state_dir
 
+# Without a kind, MLflow 3's UI opens an experiment on its GenAI overview (traces, all empty
+# here); this kind opens it on the runs, where the iterations are.
+EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
 
 def default_tracking_uri() -> str:
     """`$MLFLOW_TRACKING_URI`, else a SQLite store inside the state directory."""
@@ -87,7 +91,8 @@ def _sqlite_lock(uri: str) -> Iterator[None]:
 
 
 class MLflowTracker:
-    """MLflow with explicit run ids; creates the experiment with an explicit artifact root."""
+    """MLflow with explicit run ids; creates the experiment with an explicit artifact root and
+    the kind tag (`EXPERIMENT_KIND`) that makes MLflow 3's UI open it on its training runs."""
 
     def __init__(self, experiment: str, tracking_uri: str | None = None):
         import mlflow
@@ -101,9 +106,12 @@ class MLflowTracker:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 location = default_artifact_root() if self.uri.startswith("sqlite") else None
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location, tags={EXPERIMENT_KIND: TRAINING_KIND})
             else:
                 self.experiment_id = exp.experiment_id
+                if EXPERIMENT_KIND not in exp.tags:  # made before the tag: the UI opened on traces
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
 
     def start_run(self, name, tags, parent_id=None):
         tags = dict(tags)

@@ -134,6 +134,19 @@ def _full_page(browser, path: Path) -> None:
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
+def test_the_experiment_opens_on_its_runs_not_on_traces(ui):
+    """MLflow 3 opens an experiment without a kind on its GenAI overview (traces, all empty
+    here); the project tags its experiments so that the page lists the training runs."""
+    from tasks.tracking import EXPERIMENT_KIND, TRAINING_KIND
+
+    base, browser, client, exp, parent = ui
+    assert client.get_experiment(exp.experiment_id).tags.get(EXPERIMENT_KIND) == TRAINING_KIND
+    browser.get(f"{base}/#/experiments/{exp.experiment_id}?workflowType=machine_learning")
+    _wait_text(browser, parent.info.run_name)
+    assert "genai" not in browser.current_url, browser.current_url
+    browser.save_screenshot(str(OUT / "experiment.png"))
+
+
 def test_the_pipeline_run_lists_its_iteration_runs(ui):
     base, browser, client, exp, parent = ui
     browser.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}")

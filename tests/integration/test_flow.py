@@ -54,6 +54,7 @@ def test_layout_of_a_pipeline_run(first_run):
             assert "judge/flip_rate" in run.data.metrics and "curate/kept_frac" in run.data.metrics
     # the per-iteration table is printed at the end, with the MLflow UI command
     assert "| iteration |" in first_run["stdout"] and "mlflow ui" in first_run["stdout"]
+    assert "?workflowType=machine_learning" in first_run["stdout"]  # the run's page, not GenAI traces
 
 
 def test_the_run_log_is_for_people(first_run):
