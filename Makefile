@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
-# the SRC pipeline on the built-in world: rationale SFT, R-Scorer, 2 iterations, per-iteration table
+# the SRC pipeline on the built-in world: rationale SFT, R-Scorer, 1 iteration (iterate.iterations), per-iteration table
 run: $(STAMP)
 	$(VENV)/bin/src run --config configs/builtin.yaml
 
@@ -80,7 +80,7 @@ bootstrap-judge: $(STAMP)
 	    --init $(JUDGE_TMP)/phase3 --flaw-pairs 6 --out models/builtin/judge-pointwise
 
 # the committed reader (models/builtin/reader): ~20 min on one core, from the committed judge,
-# with the candidates of a stage-1 adapter (ADAPTER: `make run`'s, .src/stages/sft/<key>/adapter)
+# with the candidates of a stage-1 adapter (ADAPTER: `make run`'s, .src/stages/rationale_sft/<key>/adapter)
 READER_TMP ?= /tmp/src-reader
 bootstrap-reader: $(STAMP)
 	test -n "$(ADAPTER)" || { echo "set ADAPTER=<a stage-1 adapter folder>"; exit 2; }

@@ -72,12 +72,12 @@ def _judge_inputs(cfg: Any, n_items: int) -> tuple[Any, Any, list[dict]]:
 @torch.inference_mode()
 def _generate_verdicts(model: Any, tok: Any, rows: list[list[int]], batch: int) -> list[str]:
     """The verdict as text: greedy generation of a few tokens, then parsed (the slow way)."""
-    from models.scorer import _pad_id, pad_left
+    from models.scorer import judge_pad_id, pad_left
 
     out = []
     for s in range(0, len(rows), batch):
-        enc = pad_left(rows[s:s + batch], _pad_id(tok), model.device)
-        gen = model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=_pad_id(tok))
+        enc = pad_left(rows[s:s + batch], judge_pad_id(tok), model.device)
+        gen = model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=judge_pad_id(tok))
         for text in tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True):
             m = _VERDICT_TEXT.match(text)  # ' TieGold answer' -> Tie; ' Answer' -> unparsable
             out.append(m.group(1) if m else "unparsable")
@@ -86,10 +86,10 @@ def _generate_verdicts(model: Any, tok: Any, rows: list[list[int]], batch: int) 
 
 def bench_scoring(cfg: Any, n_items: int, n_text_pairs: int) -> dict:
     """Ordered pairs/s: one forward per batch (the R-Scorer's way) vs generated text."""
-    from models.scorer import PAIRWISE, VERDICTS, _items_rows, verdict_probs
+    from models.scorer import PAIRWISE, VERDICTS, items_rows, verdict_probs
 
     model, tok, items = _judge_inputs(cfg, n_items)
-    _, rows = _items_rows(tok, items, cfg.scorer, PAIRWISE)
+    _, rows = items_rows(tok, items, cfg.scorer, PAIRWISE)
     t = time.perf_counter()
     probs = verdict_probs(model, tok, rows, VERDICTS[PAIRWISE], cfg.scorer.batch_size)
     fwd = len(rows) / (time.perf_counter() - t)

@@ -1,4 +1,4 @@
-"""Confidence-weighted preference curation (METHOD.md sections 3-4): judge verdicts -> DPO pairs.
+"""Confidence-weighted preference curation (docs/method.md sections 3 and 5): judge verdicts -> DPO pairs.
 
 Pure functions on plain records (a list of dicts or a pandas DataFrame); no model, no I/O.
 
@@ -11,7 +11,7 @@ Inputs
   rationale alone implies the stated answer; None = not read), and prompt fields passed
   through to the pairs.
 
-Decisions beyond METHOD.md
+Decisions beyond the paper
 - The judge's three probabilities are used as given (not renormalised); they must lie in
   [0, 1] and sum to at most 1.
 - A candidate with no judged pair (or no pointwise row) scores 0.5, the formula's neutral value.

@@ -2,7 +2,7 @@
 
 `judge_items` groups a search's candidate rows into one item per prompt, the input of the
 R-Scorer (`models.scorer.score_pairs`) and of `oracle_pairs`. The oracle (`scorer.model:
-oracle`, METHOD.md's ceiling ablation) replaces the R-Scorer by the exact scorer of the
+oracle`, the ceiling ablation) replaces the R-Scorer by the exact scorer of the
 built-in world: its verdict on an ordered pair is certain (p = 1) for the candidate of higher
 `ExactScore.quality` (correct, then consistent, then factual), and `Tie` for equal quality,
 so curation, DPO and everything downstream run unchanged. It needs scene facts on the
@@ -154,7 +154,7 @@ def steering_items(cands: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, 
 
 def steer_win_rate(rows: Sequence[dict[str, Any]]) -> float:
     """Mean win probability of candidate 1 (the steered wrong one) over candidate 0, both
-    orders averaged (METHOD.md's p(i>j) without the tie share): 0 = never steered."""
+    orders averaged (docs/method.md section 3: p(i>j) without the tie share): 0 = never steered."""
     wins = [r["p_a"] if r["a_idx"] == 1 else r["p_b"] for r in rows]
     return sum(wins) / len(wins) if wins else float("nan")
 

@@ -1,4 +1,4 @@
-"""Held-out metrics (METHOD.md section 6) with standard errors, overall and per family."""
+"""Held-out metrics (docs/method.md section 8) with standard errors, overall and per family."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""R-Scorer training data: labelled perturbations of gold rationales (METHOD.md section 3, (a)).
+"""R-Scorer training data: labelled perturbations of gold rationales (docs/method.md section 3).
 
 From each shapes record (gold rationale, reference caption, scene facts) we build variants,
 one per flaw, and check each with the exact scorer (`data.scoring.score_shapes`) before use,
@@ -343,7 +343,7 @@ def agreement(rows: Sequence[dict], items: Sequence[dict]) -> dict[str, float]:
     """How often a judge's pair rows prefer what the exact scorer prefers (items: `qualities`).
 
     `judge/agreement`: over unordered pairs the exact scorer does not tie, p(i>j) (both orders,
-    METHOD.md formula) > 1/2 exactly when quality_i > quality_j. `judge/order_agreement`: the
+    formula of docs/method.md section 3) > 1/2 exactly when quality_i > quality_j. `judge/order_agreement`: the
     same per ordered pair from the argmax verdict alone (a Tie counts as a miss).
     `judge/tie_acc`: argmax 'Tie' on ordered pairs the exact scorer ties.
     """

@@ -1,6 +1,6 @@
 """Parsing responses and scoring them exactly against a shapes scene.
 
-`parse_response` is the project's one answer parser (METHOD.md: it fails closed, no
+`parse_response` is the project's one answer parser (docs/method.md section 1: it fails closed, no
 `Answer:` means unparsable). `score_shapes` reads the rationale back with the world's
 grammar (data/shapes.py) and decides, from the scene facts alone:
 - correct:     the parsed answer equals the gold answer;
@@ -104,7 +104,7 @@ def format_choices(question: str, choices: Sequence[str]) -> str:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences end at `.`, `?`, `!` or a newline (the search's boundary, METHOD.md)."""
+    """Sentences end at `.`, `?`, `!` or a newline (the search's boundary, docs/method.md section 2)."""
     return [s.strip() for s in _SENT_SPLIT.split(text) if s.strip()]
 
 

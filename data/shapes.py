@@ -230,7 +230,7 @@ def gold_rationale(objs: list[Obj], q: dict, grid: int, style: str = "relevant")
 
 
 def format_response(rationale: str, answer: str) -> str:
-    """METHOD.md's output format: `<rationale sentences> Answer: <answer>.`"""
+    """The project's output format (docs/method.md section 1): `<rationale sentences> Answer: <answer>.`"""
     return f"{rationale} Answer: {answer}." if rationale else f"Answer: {answer}."
 
 

@@ -15,7 +15,7 @@ import os
 import sys
 
 
-def _offline_defaults() -> None:
+def offline_defaults() -> None:
     # the built-in world never needs the hub; a real model by hub id needs these unset
     for k, v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                  "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _offline_defaults()
+    offline_defaults()
     ap = argparse.ArgumentParser(prog="src", description="Self-Rationale Calibration for LVLMs.",
                                  epilog="start with `src doctor`, then `src run`; "
                                         "`src <command> --help` shows examples",

@@ -184,12 +184,12 @@ def _reevaluate(cfg: SRCConfig, spec: str, tracker: Any) -> Score:
     """Held-out accuracy of the policy at `<run id>:<t>` on the current config's held-out set
     (cached stage tasks, so a repeat costs nothing)."""
     from flows.layout import base_ref, resolve_start
-    from flows.src_iterate import _key, eval_key
+    from flows.src_iterate import eval_key, task_key
     from tasks import evaluate, world
 
     c = cfg.model_dump(mode="json")
     base = base_ref(cfg.model.base)
-    w = world.world_task(key=_key(world, cfg, {"data": cfg.data,
+    w = world.world_task(key=task_key(world, cfg, {"data": cfg.data,
                                                "n_scorer": cfg.scorer.n_train_items},
                                         world.source_files(c)), cfg=c)
     chain = resolve_start(spec, tracker)["chain"]
@@ -341,9 +341,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.cli import _offline_defaults, dispatch
+    from flows.cli import offline_defaults, dispatch
 
-    _offline_defaults()
+    offline_defaults()
     ap = argparse.ArgumentParser(prog="python -m flows.retrain")
     sub = ap.add_subparsers(dest="cmd")
     add_commands(sub)

@@ -39,7 +39,7 @@ from tasks.store import lookup, stage_key
 from tasks.tracking import MLflowTracker, NullTracker
 
 
-def _key(module: Any, cfg: SRCConfig, sections: dict[str, Any], inputs: dict[str, Any]) -> str:
+def task_key(module: Any, cfg: SRCConfig, sections: dict[str, Any], inputs: dict[str, Any]) -> str:
     sig = {name: stage_signature(sec) if hasattr(sec, "model_fields") else sec
            for name, sec in sections.items()}
     return stage_key(module.STAGE, module.VERSION, sig, inputs, cfg.seed)
@@ -50,7 +50,7 @@ def eval_key(cfg: SRCConfig, base: dict, chain: list[dict], w: dict, judge: dict
     inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
     if judge is not None and chain and evaluate.needs_judge(cfg.data.world):
         inputs["judge"] = judge["digest"]
-    return _key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model}, inputs)
+    return task_key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model}, inputs)
 
 
 def _run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
@@ -102,7 +102,7 @@ def log_report(tracker, parent: str, run: Any, cfg: SRCConfig, c: dict, w: dict,
     inputs = {"world": w["digest"], "base_eval": eb["digest"],
               "iterations": [[s[k]["digest"] for k in ("eval", "candidates", "scores", "pairs", "adapter") if k in s]
                              for s in shown]}
-    key = _key(report, cfg, {"report": cfg.report, "curation": cfg.curation, "facts": facts}, inputs)
+    key = task_key(report, cfg, {"report": cfg.report, "curation": cfg.curation, "facts": facts}, inputs)
     ref = run(report.report_task, report, key, cfg=c, world=w, base_eval=eb, iterations=shown,
               base_metrics=base_metrics, facts=facts)
     folder = Path(ref["path"])
@@ -145,7 +145,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     shown: list[dict] = []  # per iteration: the refs the report shows
     try:
         base = base_ref(cfg.model.base)
-        wkey = _key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, world.source_files(c))
+        wkey = task_key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, world.source_files(c))
         try:
             w = run(world.world_task, world, wkey, cfg=c)
         except DataError:  # too many bad rows: the report is the run's artifact, then stop
@@ -173,12 +173,12 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
             sft_sections = {"sft": cfg.rationale_sft, "model": cfg.model}
             if cfg.rationale_sft.source == "teacher":  # the teacher's rationales are an input
                 sft_sections["teacher"] = cfg.teacher
-            s = run(sft.sft_task, sft, _key(sft, cfg, sft_sections,
+            s = run(sft.sft_task, sft, task_key(sft, cfg, sft_sections,
                                       {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             chain, first = [s], 1
             if cfg.scorer.model == "train":
-                judge = run(scorer.scorer_task, scorer, _key(scorer, cfg, {"scorer": cfg.scorer},
+                judge = run(scorer.scorer_task, scorer, task_key(scorer, cfg, {"scorer": cfg.scorer},
                                                     {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             else:  # the committed tiny judge, or a trained one by path or hub id: nothing to train
@@ -195,18 +195,18 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
             say(f"iteration {t}: search -> score -> curate -> dpo -> eval")
             inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
             cands = run(
-                search.search_task, search, _key(search, cfg, {"search": cfg.search, "model": cfg.model,
+                search.search_task, search, task_key(search, cfg, {"search": cfg.search, "model": cfg.model,
                                        "per_iteration": cfg.iterate.prompts_per_iteration},
                          {**inputs, "iteration": t}),
                 cfg=c, base=base, chain=chain, world=w, iteration=t)
-            sc = run(score.score_task, score, _key(score, cfg, {"scorer": cfg.scorer},
+            sc = run(score.score_task, score, task_key(score, cfg, {"scorer": cfg.scorer},
                                            {"judge": judge["digest"], "candidates": cands["digest"],
                                             **({"reader": reader} if reader else {})}),
                                   cfg=c, judge=judge, candidates=cands)
-            prefs = run(curate.curate_task, curate, _key(curate, cfg, {"curation": cfg.curation},
+            prefs = run(curate.curate_task, curate, task_key(curate, cfg, {"curation": cfg.curation},
                                                 {"candidates": cands["digest"], "scores": sc["digest"]}),
                                        cfg=c, candidates=cands, scores=sc)
-            ad = run(dpo.dpo_task, dpo, _key(dpo, cfg, {"dpo": cfg.dpo, "model": cfg.model},
+            ad = run(dpo.dpo_task, dpo, task_key(dpo, cfg, {"dpo": cfg.dpo, "model": cfg.model},
                                        {**inputs, "pairs": prefs["digest"]}),
                               cfg=c, base=base, chain=chain, pairs=prefs, world=w)
             chain = chain + [ad]

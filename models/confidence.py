@@ -1,5 +1,5 @@
 """Scoring a candidate by one teacher-forced pass: the log-prob of every completion token, and
-METHOD.md's answer confidence P(answer tokens | image, question, rationale)."""
+the answer confidence of docs/method.md section 2: P(answer tokens | image, question, rationale)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def answer_confidence(
 ) -> list[float]:
     """P(answer tokens | image, question, rationale, "Answer:"): one teacher-forced pass.
 
-    The text scored is METHOD.md's `<rationale> Answer: <answer>.`, so this is the probability
+    The text scored is the output format `<rationale> Answer: <answer>.`, so this is the probability
     of the normalised answer the parser read, whatever the response's own wording. A `None`
     answer (unparsable) gives NaN.
     """

@@ -1,4 +1,4 @@
-"""Stage 5 of SRC (METHOD.md section 5): LoRA DPO on curated pairs, each pair's loss weighted.
+"""Stage 5 of SRC (docs/method.md section 6): LoRA DPO on curated pairs, each pair's loss weighted.
 
 Inputs are the pair records of `data.curation.curate` (`prompt_id, chosen, rejected, weight,
 question, image, ...`). Each becomes a TRL vision preference example:

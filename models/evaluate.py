@@ -1,4 +1,4 @@
-"""Held-out evaluation of a policy (METHOD.md section 6).
+"""Held-out evaluation of a policy (docs/method.md section 8).
 
 On the built-in world every metric is exact (data.scoring against the scene facts). On data
 without facts, accuracy compares the parsed answer with the gold answer, and consistency and

@@ -115,7 +115,7 @@ def llava_towers(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec) -> tup
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads,
         max_position_embeddings=spec.max_position_embeddings,
-        **_special_ids(tokenizer),
+        **special_ids(tokenizer),
     )
     return vision, text
 
@@ -125,7 +125,7 @@ def build_tiny_llava(
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """Randomly initialised LLaVA (CLIP vision tower + Llama decoder) and its processor."""
     spec = spec or TinyLlavaSpec()
-    ids = _special_ids(tokenizer)
+    ids = special_ids(tokenizer)
     vision, text = llava_towers(tokenizer, spec)
     config = LlavaConfig(
         vision_config=vision,
@@ -137,7 +137,7 @@ def build_tiny_llava(
         image_seq_length=(spec.image_size // spec.patch_size) ** 2,
         **ids,
     )
-    model = _init_model(LlavaForConditionalGeneration, config, seed, ids)
+    model = init_model(LlavaForConditionalGeneration, config, seed, ids)
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
@@ -250,7 +250,7 @@ def qwen_text_config(tok: PreTrainedTokenizerFast, spec: TinyQwen2VLSpec) -> dic
             "rope_theta": 10000.0,
             "mrope_section": list(spec.mrope_section),
         },
-        **_special_ids(tok),
+        **special_ids(tok),
     }
 
 
@@ -265,7 +265,7 @@ def build_tiny_qwen2vl(
             f"mrope_section {spec.mrope_section} must sum to head_dim/2 = {head_dim // 2}"
         )
     tok = qwen_tokenizer(tokenizer)
-    ids = _special_ids(tok)
+    ids = special_ids(tok)
     tid = tok.convert_tokens_to_ids
     config = Qwen2VLConfig(
         vision_config={
@@ -285,7 +285,7 @@ def build_tiny_qwen2vl(
         vision_end_token_id=tid("<|vision_end|>"),
         **ids,
     )
-    model = _init_model(Qwen2VLForConditionalGeneration, config, seed, ids)
+    model = init_model(Qwen2VLForConditionalGeneration, config, seed, ids)
     pixels = spec.image_size * spec.image_size
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": pixels, "longest_edge": pixels},  # every image -> image_size^2 px
@@ -299,11 +299,11 @@ def build_tiny_qwen2vl(
     return model, processor
 
 
-def _special_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int | None]:
+def special_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int | None]:
     return {f"{k}_token_id": getattr(tokenizer, f"{k}_token_id") for k in ("pad", "bos", "eos")}
 
 
-def _init_model(cls: type[PreTrainedModel], config: Any, seed: int, ids: dict) -> PreTrainedModel:
+def init_model(cls: type[PreTrainedModel], config: Any, seed: int, ids: dict) -> PreTrainedModel:
     """Seeded random init; the generation config carries the tokenizer's special ids."""
     torch.manual_seed(seed)
     model = cls(config)

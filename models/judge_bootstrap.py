@@ -3,7 +3,7 @@
 The judge (models/scorer.py: a ~0.7M-parameter Llama sharing the base model's tokenizer) is
 trained on the scorer split's perturbation pairs (data/perturb.py) and measured on held-out
 eval-split candidates against the exact scorer (`judge/agreement`: unordered pairs the exact
-scorer does not tie, both orders aggregated as in METHOD.md). Training it takes far longer on
+scorer does not tie, both orders aggregated as in docs/method.md section 3). Training it takes far longer on
 2 CPU cores than a `make run` should, so, like the base model, the result is committed under
 models/builtin/judge with a manifest (command, seed, steps, wall time, commit, agreement), and
 the pipeline's `scorer.model: builtin` loads it; `scorer.model: train` trains one in the
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m models.judge_bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": cfg.seed, "scorer": cfg.scorer.model_dump(mode="json"),
         "init": _init_record(args.init),
-        "onpolicy": ({"adapter": args.onpolicy, "adapter_manifest": _adapter_record(args.onpolicy),
+        "onpolicy": ({"adapter": args.onpolicy, "adapter_manifest": adapter_record(args.onpolicy),
                       "prompts": args.onpolicy_n, "perturb_share": args.perturb_share,
                       "same_answer_share": args.same_answer_share, "steer_share": args.steer_share}
                      if args.onpolicy else None),
@@ -309,7 +309,7 @@ def _whole_pairs(rows: list[dict], n: int, rng: random.Random) -> list[dict]:
     return [r for p in rng.sample(pairs, min(len(pairs), n // 2)) for r in p]
 
 
-def _adapter_record(adapter: str) -> dict:
+def adapter_record(adapter: str) -> dict:
     """What trained the policy adapter, where its folder says (base_model.json)."""
     f = Path(adapter) / "base_model.json"
     return json.loads(f.read_text()) if f.is_file() else {}

@@ -1,6 +1,6 @@
 """The policy pi_t as base model + a chain of LoRA adapters, and the LoRA plumbing of training.
 
-Decision (METHOD.md section 5, "any pi_t is rebuilt from the base and the chain of adapters"):
+Decision (docs/method.md section 6, "any pi_t is rebuilt from the base and the chain of adapters"):
 every training stage (rationale SFT, then each DPO iteration) trains a *fresh* LoRA adapter on
 the current policy; the adapter folder is that stage's product; afterwards the adapter is merged
 into the weights (`merge_and_unload()`). So:

@@ -28,7 +28,7 @@ from data.reading import candidate_records, reader_records
 from data.scoring import score_shapes
 from data.shapes import generate
 from models.bootstrap import git_commit
-from models.judge_bootstrap import BUILTIN_JUDGE, _adapter_record, adapter_digest, cached_candidates
+from models.judge_bootstrap import BUILTIN_JUDGE, adapter_record, adapter_digest, cached_candidates
 from models.reader import (
     BUILTIN_READER, agreement, load_reader, read_answers, read_candidates, train_reader,
 )
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(), "seed": cfg.seed, "init": Path(args.init).name,
         "records": args.records, "edits": args.edits, "onpolicy": bool(args.onpolicy),
         "onpolicy_n": args.onpolicy_n if args.onpolicy else 0, "train_records": len(train),
-        "adapter": _adapter_record(args.onpolicy) if args.onpolicy else None,
+        "adapter": adapter_record(args.onpolicy) if args.onpolicy else None,
         "adapter_sha256": adapter_digest(args.onpolicy) if args.onpolicy else None,
         "fit": fit, "metrics": metrics, "seconds": round(time.time() - t0, 1),
     }

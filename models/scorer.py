@@ -1,4 +1,4 @@
-"""R-Scorer (METHOD.md section 3): a causal LM that judges candidates from next-token logits.
+"""R-Scorer (docs/method.md section 3): a causal LM that judges candidates from next-token logits.
 
 One forward pass per judged input; the verdict is the softmax over the verdict tokens
 (' A', ' B', ' Tie' or ' Good', ' Bad') at the input's last position, right after the
@@ -209,7 +209,7 @@ def pad_left(rows: Sequence[list[int]], pad_id: int, device: Any = "cpu") -> dic
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": pos.to(device)}
 
 
-def _pad_id(tokenizer: Any) -> int:
+def judge_pad_id(tokenizer: Any) -> int:
     """Any id will do under a zero attention mask; Llama tokenizers have no pad token."""
     return next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
 
@@ -225,7 +225,7 @@ def verdict_probs(model: Any, tokenizer: Any, rows: Sequence[list[int]], words: 
     model.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = pad_left([rows[i] for i in idx], _pad_id(tokenizer), model.device)
+        batch = pad_left([rows[i] for i in idx], judge_pad_id(tokenizer), model.device)
         logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float().cpu()
         out[idx] = torch.softmax(logits[:, cols], dim=-1)
         if progress:
@@ -236,7 +236,7 @@ def verdict_probs(model: Any, tokenizer: Any, rows: Sequence[list[int]], words: 
 # --------------------------------------------------------------------------- scoring
 
 
-def _items_rows(tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
+def items_rows(tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
                 mode: str) -> tuple[list[tuple], list[list[int]]]:
     """Keys `(prompt_id, a_idx, b_idx)` / `(prompt_id, cand_idx)` and ids of every judged input."""
     enc = _Encoder(tokenizer, mode, cfg.max_length, cfg.template)
@@ -270,7 +270,7 @@ def score_pairs(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerCo
     Returns rows `prompt_id, a_idx, b_idx, p_a, p_b, p_tie` (`data.curation.PAIR_COLUMNS`),
     N(N-1) per prompt, each a softmax over ' A', ' B', ' Tie' (sums to 1).
     """
-    keys, rows = _items_rows(tokenizer, items, cfg, PAIRWISE)
+    keys, rows = items_rows(tokenizer, items, cfg, PAIRWISE)
     probs = verdict_probs(model, tokenizer, rows, VERDICTS[PAIRWISE], cfg.batch_size, progress)
     return [{"prompt_id": pid, "a_idx": a, "b_idx": b, "p_a": float(p[0]), "p_b": float(p[1]),
              "p_tie": float(p[2])} for (pid, a, b), p in zip(keys, probs.tolist())]
@@ -279,7 +279,7 @@ def score_pairs(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerCo
 def score_points(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
                  progress: Progress = None) -> list[dict[str, Any]]:
     """Pointwise mode (ablation): rows `prompt_id, cand_idx, p_good`, softmax over Good/Bad."""
-    keys, rows = _items_rows(tokenizer, items, cfg, POINTWISE)
+    keys, rows = items_rows(tokenizer, items, cfg, POINTWISE)
     probs = verdict_probs(model, tokenizer, rows, VERDICTS[POINTWISE], cfg.batch_size, progress)
     return [{"prompt_id": pid, "cand_idx": k, "p_good": float(p[0])}
             for (pid, k), p in zip(keys, probs.tolist())]
@@ -323,7 +323,7 @@ def train_judge(model: Any, tokenizer: Any, train_records: Sequence[dict], cfg: 
     loss = CE(verdict | verdict tokens of the mode) + cfg.lm_loss_weight * LM loss over the
     input. A hand loop rather than TRL's SFTTrainer because the loss has two terms, one of them
     a softmax restricted to 3 (or 2) verdict tokens, exactly what `score_pairs` reads; the LM
-    term is what makes the tiny judge learn at all (NOTES.md: verdict-only did not in 2 min).
+    term is what makes the tiny judge learn at all (measured: trained on the verdict alone it did not learn in 2 min).
     One step sees cfg.train_batch_size records; records are drawn without replacement, epoch
     by epoch, in a seeded order.
     """
@@ -340,7 +340,7 @@ def train_judge(model: Any, tokenizer: Any, train_records: Sequence[dict], cfg: 
     # linear warm-up, then cosine decay to 10% of the peak learning rate
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
         0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps))))
-    device, pad = model.device, _pad_id(tokenizer)
+    device, pad = model.device, judge_pad_id(tokenizer)
     order: list[int] = []
     hist: list[tuple[float, float, float, float]] = []
     model.train()

@@ -15,7 +15,8 @@ import torch
 from data.config import SearchConfig
 from models.encode import encode_examples, encode_prompts
 from models.generation import model_device
-from models.search import _Beam, _HFRows, _search, _vocab, search_candidates  # noqa: F401
+from models.beam import Beam, run_search, vocab_masks
+from models.search import HFRows
 from models.search_cache import CachedRows
 
 # --------------------------------------------------------------------------- benchmark
@@ -80,10 +81,10 @@ def benchmark_search(
     """
     model.eval()
     clock, found, ref, singles = _ForwardClock(model), [], [], []
-    vocab = _vocab(model, processor)  # the vocabulary masks, built once
-    cached, reference = CachedRows(model, processor, cfg, vocab), _HFRows(model, processor, cfg)
+    vocab = vocab_masks(model, processor)  # the vocabulary masks, built once
+    cached, reference = CachedRows(model, processor, cfg, vocab), HFRows(model, processor, cfg)
 
-    def lengths(beams: list[list[_Beam]]) -> list[list[int]]:
+    def lengths(beams: list[list[Beam]]) -> list[list[int]]:
         return [[len(b.tokens) for b in bs] for bs in beams]
 
     def sample(group: int) -> Callable[[], list[list[int]]]:
@@ -104,15 +105,15 @@ def benchmark_search(
         return run
 
     def batched() -> list[list[int]]:
-        found.extend(_search(cached, processor.tokenizer, items, cfg, seed))
+        found.extend(run_search(cached, processor.tokenizer, items, cfg, seed))
         return lengths(found)
 
     def reference_run() -> list[list[int]]:
-        ref.extend(_search(reference, processor.tokenizer, items, cfg, seed))
+        ref.extend(run_search(reference, processor.tokenizer, items, cfg, seed))
         return lengths(ref)
 
     def per_question() -> list[list[int]]:
-        singles.extend(_search(cached, processor.tokenizer, [it], cfg, seed)[0] for it in items)
+        singles.extend(run_search(cached, processor.tokenizer, [it], cfg, seed)[0] for it in items)
         return lengths(singles)
 
     n_per = max(1, cfg.n_candidates)

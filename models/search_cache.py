@@ -81,7 +81,7 @@ def _layers(cache: Any) -> list[Any]:
 
 
 class CachedRows:
-    """The search backend (see `models.search._HFRows` for the interface) on a KV cache.
+    """The search backend (see `models.search.HFRows` for the interface) on a KV cache.
 
     `prompt(item)` prefills the question and returns its `CacheState`; `__call__(rows, ...)`
     returns per row (new token ids, their log-prob sum at T=1, ended with EOS, the child's

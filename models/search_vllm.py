@@ -4,7 +4,7 @@ vLLM is no dependency of this project: it pins its own CUDA build of torch and d
 on the CPU machines the project is developed and tested on. It is imported here only, and config
 validation refuses `search.backend=vllm` where it is missing. The sentence-level beam search
 itself (ranking, dedup, when a beam is finished, the per-row random keys) is
-`models.search._search`, shared with the transformers backend; this module only continues rows,
+`models.beam.run_search`, shared with the transformers backend; this module only continues rows,
 the one step vLLM does faster (paged KV cache; prefix caching shares the prompt and image of a
 question's B x K rows, the prefill that `model.generate` repeats):
 
@@ -17,7 +17,7 @@ question's B x K rows, the prefill that `model.generate` repeats):
   * each row is one request (`request_specs`): prompt ids + the beam's token ids, the image,
     and `SamplingParams(temperature=T, top_p, max_tokens=<step budget>, seed=<the row's key>,
     logprobs=0, stop_token_ids=..., logit_bias=...)` with the transformers backend's
-    boundaries and bans (`models.search._vocab`): a row stops at EOS or, in beam mode, at its
+    boundaries and bans (`models.beam.vocab_masks`): a row stops at EOS or, in beam mode, at its
     first token holding `.`, `?`, `!` or a newline; special tokens but EOS are never sampled;
   * a row's log-prob sum is vLLM's cumulative log-prob of the sampled tokens, taken from the
     raw logits (before temperature: vLLM V1's default `logprobs_mode`), as the transformers
@@ -46,13 +46,13 @@ import torch
 from data.config import SearchConfig
 from models.chat import render_prompt
 from models.loading import save_lvlm
-from models.search import Progress, _Beam, _Row, _search, _vocab, _Vocab
+from models.beam import Beam, Progress, Row, Vocab, run_search, vocab_masks
 
 BAN_BIAS = -100.0  # a logit bias no token overcomes: vLLM's way to leave a token out
 
 
-def request_specs(rows: Sequence[_Row], cfg: SearchConfig, budget: int, sentence: bool,
-                  vocab: _Vocab) -> list[dict[str, Any]]:
+def request_specs(rows: Sequence[Row], cfg: SearchConfig, budget: int, sentence: bool,
+                  vocab: Vocab) -> list[dict[str, Any]]:
     """One vLLM request per row, as plain data: `prompt_token_ids` (the question's prompt ids +
     the beam's tokens), `image`, and `sampling` (the `SamplingParams` keyword arguments).
 
@@ -91,9 +91,9 @@ def row_result(token_ids: Sequence[int], cumulative_logprob: float | None,
 
 
 class _VLLMRows:
-    """The search backend (see `models.search._HFRows`) on a vLLM engine."""
+    """The search backend (see `models.search.HFRows`) on a vLLM engine."""
 
-    def __init__(self, llm: Any, processor: Any, cfg: SearchConfig, vocab: _Vocab):
+    def __init__(self, llm: Any, processor: Any, cfg: SearchConfig, vocab: Vocab):
         self.llm, self.processor, self.cfg, self.vocab = llm, processor, cfg, vocab
 
     def prompt(self, item: dict) -> dict[str, Any]:
@@ -101,7 +101,7 @@ class _VLLMRows:
         ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
         return {"prompt_token_ids": ids, "image": item["image"]}
 
-    def __call__(self, rows: Sequence[_Row], sentence: bool, budget: int) -> list[tuple[list[int], float, bool]]:
+    def __call__(self, rows: Sequence[Row], sentence: bool, budget: int) -> list[tuple[list[int], float, bool]]:
         from vllm import SamplingParams
 
         specs = request_specs(rows, self.cfg, budget, sentence, self.vocab)
@@ -113,18 +113,18 @@ class _VLLMRows:
 
 
 def vllm_search(model: Any, processor: Any, items: Sequence[dict], cfg: SearchConfig, seed: int,
-                progress: Progress | None = None) -> list[list[_Beam]]:
-    """`models.search._search` with rows continued by a vLLM engine on `model`'s weights."""
+                progress: Progress | None = None) -> list[list[Beam]]:
+    """`models.beam.run_search` with rows continued by a vLLM engine on `model`'s weights."""
     from vllm import LLM
 
-    vocab = _vocab(model, processor)
+    vocab = vocab_masks(model, processor)
     with tempfile.TemporaryDirectory(prefix="src-vllm-") as folder:
         save_lvlm(model, processor, folder)
         llm = LLM(model=folder, tokenizer=folder, dtype=str(model.dtype).removeprefix("torch."),
                   seed=seed, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
                   enable_prefix_caching=True, limit_mm_per_prompt={"image": 1})
         try:
-            return _search(_VLLMRows(llm, processor, cfg, vocab), processor.tokenizer, items, cfg,
+            return run_search(_VLLMRows(llm, processor, cfg, vocab), processor.tokenizer, items, cfg,
                            seed, progress)
         finally:
             del llm

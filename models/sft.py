@@ -1,4 +1,4 @@
-"""Stage 1 of SRC (METHOD.md section 1): rationale fine-tuning with LoRA and TRL's SFTTrainer.
+"""Stage 1 of SRC (docs/method.md section 1): rationale fine-tuning with LoRA and TRL's SFTTrainer.
 
 The model learns to answer the *plain* question (no instruction to reason) with
 `<rationale sentences> Answer: <answer>.`. Each record becomes a conversational

@@ -1,4 +1,4 @@
-"""Rationale source (b) of METHOD.md stage 1: a teacher VLM behind an OpenAI-compatible endpoint.
+"""Rationale source (b) of docs/method.md section 1: a teacher VLM behind an OpenAI-compatible endpoint.
 
 Any server that speaks the OpenAI chat-completions protocol with image content blocks works:
 vLLM (`vllm serve Qwen/Qwen2-VL-72B-Instruct`), TGI, `transformers serve`, or the project's own

@@ -1,4 +1,4 @@
-"""Every architecture of the model presets (configs/presets/), shrunk to a few hundred thousand
+"""Every architecture of the model presets (configs/<preset>.yaml), shrunk to a few hundred thousand
 parameters with random weights, for CPU tests: the presets' code paths without a download.
 
     python -m models.tiny_archs --arch llava_next --out /tmp/tiny-llava-next
@@ -35,8 +35,8 @@ from models.factory import (
     Qwen2VLImageOnlyProcessor,
     TinyLlavaSpec,
     TinyQwen2VLSpec,
-    _init_model,
-    _special_ids,
+    init_model,
+    special_ids,
     build_tiny_llava,
     build_tiny_qwen2vl,
     llava_towers,
@@ -52,7 +52,7 @@ def build_tiny_llava_next(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpe
     """LLaVA-NeXT: the tiny LLaVA's towers, any-resolution tiling over 64 px tiles (a base view
     plus up to 2 tiles for the grid pinpoints below), the image newline parameter."""
     spec = spec or TinyLlavaSpec()
-    ids = _special_ids(tokenizer)
+    ids = special_ids(tokenizer)
     s = spec.image_size
     vision, text = llava_towers(tokenizer, spec)
     pinpoints = [[s, s], [s, 2 * s], [2 * s, s]]
@@ -61,7 +61,7 @@ def build_tiny_llava_next(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpe
                              projector_hidden_act=spec.projector_hidden_act,
                              vision_feature_select_strategy="default",
                              vision_feature_layer=spec.vision_feature_layer, **ids)
-    model = _init_model(LlavaNextForConditionalGeneration, config, seed, ids)
+    model = init_model(LlavaNextForConditionalGeneration, config, seed, ids)
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": s}, crop_size={"height": s, "width": s}, image_grid_pinpoints=pinpoints)
     processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer,
@@ -82,7 +82,7 @@ def build_tiny_qwen2_5_vl(tokenizer: PreTrainedTokenizerFast, spec: TinyQwen2VLS
     attention block), RMSNorm and a gated MLP, as in the 7B."""
     spec = spec or TinyQwen2VLSpec()
     tok = qwen_tokenizer(tokenizer)
-    ids = _special_ids(tok)
+    ids = special_ids(tok)
     tid = tok.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
         vision_config={"depth": spec.vision_layers, "hidden_size": spec.vision_embed_dim,
@@ -95,7 +95,7 @@ def build_tiny_qwen2_5_vl(tokenizer: PreTrainedTokenizerFast, spec: TinyQwen2VLS
         text_config=qwen_text_config(tok, spec),
         image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"),
         vision_start_token_id=tid("<|vision_start|>"), vision_end_token_id=tid("<|vision_end|>"), **ids)
-    model = _init_model(Qwen2_5_VLForConditionalGeneration, config, seed, ids)
+    model = init_model(Qwen2_5_VLForConditionalGeneration, config, seed, ids)
     pixels = spec.image_size * spec.image_size
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": pixels, "longest_edge": pixels},
                                                patch_size=spec.patch_size, temporal_patch_size=spec.temporal_patch_size,

@@ -20,7 +20,7 @@ from typing import IO, Any, Callable
 from tasks.store import state_dir
 
 # Prefect reads these at import: results persist to an absolute folder in the state dir, so
-# the cross-run cache survives the process (NOTES.md: only persisted results are cached).
+# the cross-run cache survives the process (Prefect caches only results it persisted).
 os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
 os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(state_dir() / "prefect-results"))
 os.environ.setdefault("PREFECT_HOME", str(state_dir() / "prefect"))

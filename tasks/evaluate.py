@@ -1,4 +1,4 @@
-"""Task: held-out evaluation of a policy pi_t (METHOD.md section 6).
+"""Task: held-out evaluation of a policy pi_t (docs/method.md section 8).
 
 The base model (an empty chain) answers briefly: its consistency and factuality are not
 applicable. On data without scene facts the R-Scorer (`judge`) measures them, where given.

@@ -1,11 +1,11 @@
 """Content-addressed stage outputs: atomic writes, manifest last, digests verified on read.
 
 A stage's output lives in `<state>/stages/<stage>/<key>/`. The key hashes the stage name, a
-stage version, its config section without runtime knobs, its input digests and the seed
-(STYLE.md rule 5). The folder is written under a temporary name, the manifest (file digests,
-counts) is written last, then the folder is renamed into place: a folder with a manifest whose
-digests match is "done", anything else is "not done" and is recomputed. The same key is the
-Prefect cache key, so the cache and the store never disagree.
+stage version, its config section without runtime knobs, its input digests and the seed (a
+stage output is a pure function of those). The folder is written under a temporary name, the
+manifest (file digests, counts) is written last, then the folder is renamed into place: a
+folder with a manifest whose digests match is "done", anything else is "not done" and is
+recomputed. The same key is the Prefect cache key, so the cache and the store never disagree.
 
 The state directory is `$SRC_STATE_DIR`, else `.src/` in the project folder.
 """

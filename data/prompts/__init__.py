@@ -1,4 +1,4 @@
-"""Judge prompt templates (the R-Scorer's input, METHOD.md section 3) and their pure rendering.
+"""Judge prompt templates (the R-Scorer's input, docs/method.md section 3) and their pure rendering.
 
 The templates live next to this module as `.txt` package data, so the wording can be read and
 changed without touching code. Fields: `{question}`, `{reference}`, `{gold}` and the candidate

@@ -29,6 +29,7 @@ from tests.conftest import free_port
 
 from tests.integration.smoke import ROOT, children, pipeline_runs
 
+ML = "?workflowType=machine_learning"  # MLflow 3's page for training runs (src run prints such links)
 OUT = Path(os.environ.get("SRC_TEST_OUTPUT") or ROOT / ".test-output") / "browser"
 OFFLINE_FLAGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -141,7 +142,7 @@ def test_the_experiment_opens_on_its_runs_not_on_traces(ui):
 
     base, browser, client, exp, parent = ui
     assert client.get_experiment(exp.experiment_id).tags.get(EXPERIMENT_KIND) == TRAINING_KIND
-    browser.get(f"{base}/#/experiments/{exp.experiment_id}?workflowType=machine_learning")
+    browser.get(f"{base}/#/experiments/{exp.experiment_id}{ML}")
     _wait_text(browser, parent.info.run_name)
     assert "genai" not in browser.current_url, browser.current_url
     browser.save_screenshot(str(OUT / "experiment.png"))
@@ -149,7 +150,7 @@ def test_the_experiment_opens_on_its_runs_not_on_traces(ui):
 
 def test_the_pipeline_run_lists_its_iteration_runs(ui):
     base, browser, client, exp, parent = ui
-    browser.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}")
+    browser.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}{ML}")
     text = _wait_text(browser, parent.info.run_name, "Child runs", "iteration-0", "iteration-1", "iteration-2",
                       "final/eval/accuracy")
     assert "base/eval/accuracy" in text
@@ -175,7 +176,7 @@ def test_the_pipeline_run_lists_its_iteration_runs(ui):
 def test_each_iteration_run_shows_its_metrics(ui):
     base, browser, client, exp, parent = ui
     for t, run in sorted(children(client, exp, parent.info.run_id).items()):
-        browser.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}")
+        browser.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}{ML}")
         needles = [f"iteration-{t}", "eval/accuracy", "eval/consistency", "eval/factuality", "eval/format_rate",
                    repr(run.data.metrics["eval/accuracy"])]  # the value as logged (JS prints floats alike)
         if t > 0:
@@ -187,7 +188,7 @@ def test_each_iteration_run_shows_its_metrics(ui):
 
 def test_the_report_opens_in_the_artifact_viewer_with_every_plot_drawn(ui):
     base, browser, client, exp, parent = ui
-    browser.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}/artifacts/report.html")
+    browser.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}/artifacts/report.html{ML}")
     _wait_text(browser, "report.html")
     frame = _wait_element(browser, "iframe")  # the artifact viewer shows an .html in a frame
     browser.save_screenshot(str(OUT / "report-in-artifact-viewer.png"))

@@ -25,7 +25,7 @@ from models.chat import render_prompt
 from models.encode import completion_text, encode_examples
 from models.factory import TinyLlavaSpec, build_tiny_llava, build_tiny_qwen2vl, train_tokenizer
 from models.search import (
-    _RowSampler,
+    RowSampler,
     answer_confidence,
     normalize_text,
     search_candidates,
@@ -172,7 +172,7 @@ def test_row_sampler_respects_top_p_temperature_and_banned_tokens():
 
     def draw(**kw):
         cfg = SearchConfig(**kw)
-        out = _RowSampler(u, 5, cfg, banned)(torch.zeros(200, 5, dtype=torch.long), scores)
+        out = RowSampler(u, 5, cfg, banned)(torch.zeros(200, 5, dtype=torch.long), scores)
         assert (out == 0).sum(1).eq(1).all()  # exactly one finite token per row
         return out.argmax(1)
 

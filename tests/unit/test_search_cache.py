@@ -17,7 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from data.config import DataConfig, SearchConfig, load_config
 from data.shapes import corpus, generate, load_image
 from models.factory import build_tiny_llava, build_tiny_qwen2vl, train_tokenizer
-from models.search import _Row, _vocab, search_candidates
+from models.beam import Row, vocab_masks
+from models.search import search_candidates
 from models.search_cache import CachedRows
 from models.tiny_archs import build_tiny_llava_next, build_tiny_qwen2_5_vl
 
@@ -60,11 +61,11 @@ def test_a_cached_step_gives_the_logits_of_the_full_forward(arch, tokenizer):
     model, processor = BUILDERS[arch](tokenizer)
     model.eval()
     item = as_items(generate("eval", 1, DataConfig(), 3))[0]
-    backend = CachedRows(model, processor, CFG, _vocab(model, processor))
+    backend = CachedRows(model, processor, CFG, vocab_masks(model, processor))
     with torch.inference_mode():
         prompt = backend.prompt(item)
-        (tokens, _, _, child), = backend([_Row(prompt, [], seed=7)], sentence=False, budget=6)
-        (more, _, _, grandchild), = backend([_Row(prompt, tokens, seed=8, state=child)], sentence=False, budget=3)
+        (tokens, _, _, child), = backend([Row(prompt, [], seed=7)], sentence=False, budget=6)
+        (more, _, _, grandchild), = backend([Row(prompt, tokens, seed=8, state=child)], sentence=False, budget=3)
         from models.encode import encode_prompts
 
         enc = encode_prompts(processor, [item["image"]], [item["question"]])

@@ -20,7 +20,8 @@ from data.config import DataConfig, SearchConfig
 from data.shapes import corpus, generate, load_image
 from models.encode import encode_prompts
 from models.factory import build_tiny_llava, build_tiny_qwen2vl, train_tokenizer
-from models.search import _Row, _row_seed, _vocab, search_candidates
+from models.beam import Row, row_seed, vocab_masks
+from models.search import search_candidates
 from models.search_vllm import BAN_BIAS, _VLLMRows, request_specs, row_result
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -48,7 +49,7 @@ def test_prompt_is_the_transformers_prompt_with_one_image_placeholder(model, ite
     m, processor = model
     for it in items:
         hf = encode_prompts(processor, [it["image"]], [it["question"]])["input_ids"][0].tolist()
-        ours = _VLLMRows(None, processor, CFG, _vocab(m, processor)).prompt(it)
+        ours = _VLLMRows(None, processor, CFG, vocab_masks(m, processor)).prompt(it)
         assert ours["image"] is it["image"]
         # the processor expands the placeholder to the model's image tokens; vLLM does that itself
         image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
@@ -59,9 +60,9 @@ def test_prompt_is_the_transformers_prompt_with_one_image_placeholder(model, ite
 
 def test_requests_carry_the_beam_the_row_seed_and_the_search_masks(model, items):
     m, processor = model
-    vocab = _vocab(m, processor)
+    vocab = vocab_masks(m, processor)
     state = _VLLMRows(None, processor, CFG, vocab).prompt(items[0])
-    rows = [_Row(state, [], _row_seed(0, "p", 0, 0, 0)), _Row(state, [9, 7], _row_seed(0, "p", 1, 0, 1))]
+    rows = [Row(state, [], row_seed(0, "p", 0, 0, 0)), Row(state, [9, 7], row_seed(0, "p", 1, 0, 1))]
     beam = request_specs(rows, CFG, 8, True, vocab)
     assert beam[0]["prompt_token_ids"] == state["prompt_token_ids"]
     assert beam[1]["prompt_token_ids"] == state["prompt_token_ids"] + [9, 7]
@@ -85,7 +86,7 @@ def test_requests_carry_the_beam_the_row_seed_and_the_search_masks(model, items)
 
 def test_row_result_reads_tokens_log_prob_and_eos(model):
     m, processor = model
-    eos = _vocab(m, processor).eos
+    eos = vocab_masks(m, processor).eos
     eos_id = int(eos.nonzero()[0])
     assert row_result((9, 7, eos_id), -3.5, eos) == ([9, 7, eos_id], -3.5, True)
     assert row_result([9, 7], -1.25, eos) == ([9, 7], -1.25, False)
