@@ -60,14 +60,14 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 bootstrap: $(STAMP)
-	$(PY) -m models.bootstrap --config configs/builtin.yaml
+	$(PY) -m tools.bootstrap --config configs/builtin.yaml
 
 # the committed tiny R-Scorers (models/builtin/judge, judge-pointwise): ~80 min on 2 cores.
 # Phase 1 from scratch; phase 2 adds 3,000 colour-question records (phase 1 left that family
 # at chance); phases 3-4 add flaw-vs-flaw pairs (misled vs unreasonable was the weakest pair).
 # The pointwise ablation's judge is phase 3 + 600 steps on pointwise items too.
 JUDGE_TMP ?= /tmp/src-judge
-JB := $(PY) -m models.judge_bootstrap --config configs/builtin.yaml --n-heldout 300
+JB := $(PY) -m tools.judge_bootstrap --config configs/builtin.yaml --n-heldout 300
 bootstrap-judge: $(STAMP)
 	$(JB) scorer.train_steps=2000 scorer.learning_rate=3e-3 --eval-every 500 --out $(JUDGE_TMP)/phase1
 	$(JB) scorer.train_steps=2000 scorer.learning_rate=2e-3 --init $(JUDGE_TMP)/phase1 \
@@ -84,7 +84,7 @@ bootstrap-judge: $(STAMP)
 READER_TMP ?= /tmp/src-reader
 bootstrap-reader: $(STAMP)
 	test -n "$(ADAPTER)" || { echo "set ADAPTER=<a stage-1 adapter folder>"; exit 2; }
-	$(PY) -m models.reader_bootstrap --config configs/builtin.yaml --edits 4 --steps 4000 \
+	$(PY) -m tools.reader_bootstrap --config configs/builtin.yaml --edits 4 --steps 4000 \
 	    --onpolicy $(ADAPTER) --onpolicy-cache $(READER_TMP) --out models/builtin/reader
 
 clean:

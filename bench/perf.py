@@ -1,7 +1,7 @@
 """Performance benchmarks of issue 5, each a plain function returning a dict of figures.
 
 - search: the sentence-level beam search on its KV cache vs the reference path (every prefix
-  re-run), plain batched sampling and a per-question `generate` loop (models/search_bench.py),
+  re-run), plain batched sampling and a per-question `generate` loop (tools/search_bench.py),
   the share of search time inside forward passes, tokens/s;
 - scoring: ordered pairs/s of the one-forward verdict reading vs generating the verdict as
   text and parsing it (per pair, the straightforward way, and batched);
@@ -28,7 +28,7 @@ _VERDICT_TEXT = re.compile(r"\s*(Tie|A|B)(?![a-z])")
 
 
 def _policy(cfg: Any, chain: list[str]) -> tuple[Any, Any]:
-    from models.bootstrap import resolve_base
+    from models.builtin import resolve_base
     from models.policy import build_policy
 
     adapters = [str(Path(p) / "adapter") for p in chain if (Path(p) / "adapter").is_dir()]
@@ -44,8 +44,8 @@ def _items(cfg: Any, n: int, split: str = "pool") -> list[dict]:
 
 def bench_search(cfg: Any, chain: list[str], n_questions: int) -> dict:
     """The search (KV cache) vs its reference path, plain sampling and per-question loops, on
-    the rationale-tuned policy (models/search_bench.py)."""
-    from models.search_bench import benchmark_search
+    the rationale-tuned policy (tools/search_bench.py)."""
+    from tools.search_bench import benchmark_search
 
     model, processor = _policy(cfg, chain[:1])
     rep = benchmark_search(model, processor, _items(cfg, n_questions), cfg.search, seed=cfg.seed)
@@ -58,7 +58,7 @@ def bench_search(cfg: Any, chain: list[str], n_questions: int) -> dict:
 def _judge_inputs(cfg: Any, n_items: int) -> tuple[Any, Any, list[dict]]:
     from data.perturb import candidate_items
     from data.shapes import generate
-    from models.judge_bootstrap import judge_path
+    from models.builtin import judge_path
     from models.scorer import load_judge
 
     model, tok = load_judge(judge_path(cfg.scorer.model, cfg.scorer.mode), device=cfg.model.device)
@@ -123,7 +123,7 @@ def memory_step(kind: str, config: str, overrides: list[str], steps: int, batch:
 
     from data.config import load_config
     from data.shapes import generate
-    from models.bootstrap import resolve_base
+    from models.builtin import resolve_base
     from models.policy import build_policy
 
     cfg = load_config(config, overrides)
@@ -178,7 +178,7 @@ def scale_point(config: str, overrides: list[str], chain: list[str], n_prompts: 
     from data.curation import curate
     from data.judging import judge_items, oracle_pairs
     from models.dpo import train_dpo
-    from models.judge_bootstrap import judge_path
+    from models.builtin import judge_path
     from models.scorer import load_judge, score_pairs
     from models.search import search_candidates
 

@@ -3,7 +3,7 @@
     src run --config configs/builtin.yaml [section.field=value ...]   # the pipeline, in-process
     src up / src down                     # local Prefect server + worker + MLflow server
     src compare --last 2 --html           # metrics per iteration across pipeline runs
-    src retrain --config configs/builtin.yaml   # continue from the champion policy
+    src retrain --config configs/builtin.yaml   # continue from the champion policy (flows/retrain.py)
     src eval-base --config configs/builtin.yaml
     src doctor                            # is this machine ready? says what to fix
 """
@@ -27,7 +27,7 @@ def offline_defaults() -> None:
 def cmd_eval_base(args: argparse.Namespace) -> int:
     from data.config import load_config
     from data.metrics import format_table
-    from models.bootstrap import evaluate_base, resolve_base
+    from models.builtin import evaluate_base, resolve_base
     from models.loading import load_lvlm
 
     cfg = load_config(args.config, args.overrides)
@@ -85,6 +85,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """`src retrain`: one retraining run in-process (ephemeral Prefect, no server needed)."""
+    from data.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # fail fast, before Prefect starts
+    from flows.preflight import check_services
+
+    check_services(cfg.tracking.tracking_uri)
+    if cfg.runtime.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.runtime.num_threads)
+    from flows.src_iterate import src_iterate
+
+    result = src_iterate(config_path=args.config, overrides=args.overrides, retrain=True,
+                         registered_model=args.registered_model,
+                         min_improvement=args.min_improvement)
+    rec = result["retrain"]
+    print(f"\n{result['table']}\n\n{rec['decision']}: {rec['reason']}")
+    print(f"{rec['registered_model']}@{rec['alias']} = version {rec['champion_after']['version']}"
+          f" (pipeline run {result['parent_run_id']}, MLflow {rec['tracking_uri']})")
+    return 0
+
+
+def add_retrain_command(subparsers: argparse._SubParsersAction) -> None:
+    """`src retrain`."""
+    p = subparsers.add_parser("retrain", help="continue from the champion policy; promote "
+                                              "only if held-out accuracy improves")
+    p.add_argument("--config", default="configs/builtin.yaml", help="YAML config")
+    p.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    p.add_argument("--registered-model", default=None,
+                   help="registered model name (default: <tracking.experiment>-policy)")
+    p.add_argument("--min-improvement", type=float, default=0.0,
+                   help="accuracy gain (fraction) the candidate must exceed to be promoted; "
+                        "negative accepts a small regression (e.g. to refresh the champion)")
+    p.set_defaults(fn=cmd_retrain)
+
+
 def main(argv: list[str] | None = None) -> int:
     offline_defaults()
     ap = argparse.ArgumentParser(prog="src", description="Self-Rationale Calibration for LVLMs.",
@@ -112,12 +150,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--summary-json", default=None, metavar="PATH",
                            help="also write the run's per-iteration metrics and timing as JSON")
         p.set_defaults(fn=fn)
-    from flows import compare, doctor, retrain, services
+    from flows import compare, doctor, services
 
     doctor.add_commands(sub)
     compare.add_commands(sub)
     services.add_commands(sub)  # up, down
-    retrain.add_commands(sub)
+    add_retrain_command(sub)
     return dispatch(ap.parse_args(argv))
 
 

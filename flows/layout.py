@@ -37,7 +37,7 @@ def base_ref(name: str, field: str = "model.base") -> dict:
         ValueError: naming `field`, for a path that is not a model folder, or (offline) a hub
             id that is not in the local cache.
     """
-    from models.bootstrap import resolve_base
+    from models.builtin import resolve_base
 
     path = resolve_base(name)
     p = Path(path)
@@ -62,7 +62,7 @@ def judge_ref(name: str, template: str = "full", mode: str = "pairwise") -> dict
     Raises:
         ValueError: no such folder, or the judge was trained on another scorer.template.
     """
-    from models.judge_bootstrap import check_template, judge_info, judge_path
+    from models.builtin import check_template, judge_info, judge_path
 
     ref = base_ref(judge_path(name, mode), "scorer.model")
     folder = Path(ref["path"])

@@ -1,8 +1,7 @@
 """Retraining from the champion policy: continue SRC from the best policy so far and move the
 `champion` alias only when held-out accuracy improves.
 
-    src retrain --config configs/builtin.yaml [section.field=value ...]
-    python -m flows.retrain --config configs/smoke.yaml iterate.iterations=1
+    src retrain --config configs/builtin.yaml [section.field=value ...]   # flows/cli.py
     prefect deployment run src-iterate/retrain      # the scheduled deployment (prefect.yaml)
 
 The champion is the version of the registered model `<tracking.experiment>-policy` (or
@@ -29,10 +28,8 @@ A retraining run
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +181,7 @@ def _reevaluate(cfg: SRCConfig, spec: str, tracker: Any) -> Score:
     """Held-out accuracy of the policy at `<run id>:<t>` on the current config's held-out set
     (cached stage tasks, so a repeat costs nothing)."""
     from flows.layout import base_ref, resolve_start
-    from flows.src_iterate import eval_key, task_key
+    from flows.pipeline import eval_key, task_key
     from tasks import evaluate, world
 
     c = cfg.model_dump(mode="json")
@@ -233,7 +230,7 @@ def retrain_pipeline(cfg: SRCConfig, registered_model: str | None = None, tracke
     from prefect.artifacts import create_markdown_artifact
 
     from flows.layout import base_ref
-    from flows.src_iterate import run_pipeline
+    from flows.pipeline import run_pipeline
     from tasks.tracking import MLflowTracker
 
     say = get_run_logger().info
@@ -300,55 +297,3 @@ def decision_markdown(record: dict) -> str:
                      f"{_pct(Score(c['accuracy'], c['accuracy_se'] or 0.0))} |")
     lines += ["", f"MLflow: `{record['tracking_uri']}`"]
     return "\n".join(lines) + "\n"
-
-
-def cmd_retrain(args: argparse.Namespace) -> int:
-    """`src retrain`: one retraining run in-process (ephemeral Prefect, no server needed)."""
-    from data.config import load_config
-
-    cfg = load_config(args.config, args.overrides)  # fail fast, before Prefect starts
-    from flows.preflight import check_services
-
-    check_services(cfg.tracking.tracking_uri)
-    if cfg.runtime.num_threads:
-        import torch
-
-        torch.set_num_threads(cfg.runtime.num_threads)
-    from flows.src_iterate import src_iterate
-
-    result = src_iterate(config_path=args.config, overrides=args.overrides, retrain=True,
-                         registered_model=args.registered_model,
-                         min_improvement=args.min_improvement)
-    rec = result["retrain"]
-    print(f"\n{result['table']}\n\n{rec['decision']}: {rec['reason']}")
-    print(f"{rec['registered_model']}@{rec['alias']} = version {rec['champion_after']['version']}"
-          f" (pipeline run {result['parent_run_id']}, MLflow {rec['tracking_uri']})")
-    return 0
-
-
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add `retrain` to the `src` command line."""
-    p = subparsers.add_parser("retrain", help="continue from the champion policy; promote "
-                                              "only if held-out accuracy improves")
-    p.add_argument("--config", default="configs/builtin.yaml", help="YAML config")
-    p.add_argument("overrides", nargs="*", help="section.field=value overrides")
-    p.add_argument("--registered-model", default=None,
-                   help="registered model name (default: <tracking.experiment>-policy)")
-    p.add_argument("--min-improvement", type=float, default=0.0,
-                   help="accuracy gain (fraction) the candidate must exceed to be promoted; "
-                        "negative accepts a small regression (e.g. to refresh the champion)")
-    p.set_defaults(fn=cmd_retrain)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from flows.cli import offline_defaults, dispatch
-
-    offline_defaults()
-    ap = argparse.ArgumentParser(prog="python -m flows.retrain")
-    sub = ap.add_subparsers(dest="cmd")
-    add_commands(sub)
-    return dispatch(ap.parse_args(["retrain", *(sys.argv[1:] if argv is None else argv)]))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,7 +16,7 @@ at its threshold (88.0% with none; 73% of the correct ones are consistent). docs
 The input is `READER_PROMPT`; the reader answers with one of the question's answers or
 `UNCLEAR` (the rationale implies none: missing or contradictory evidence). Any causal LM loads
 through `load_reader` (a local folder or a hub id); the built-in one is committed under
-models/builtin/reader and built by `make bootstrap-reader` (models/reader_bootstrap.py).
+models/builtin/reader and built by `make bootstrap-reader` (tools/reader_bootstrap.py).
 Training uses TRL's SFTTrainer on prompt-completion records (loss on the completion only).
 """
 

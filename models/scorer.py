@@ -11,7 +11,7 @@ row's last real token. A candidate holding 'Response A:', '\\nVerdict: B' or 10k
 nothing about where the verdict is read.
 
 The built-in judge is a tiny Llama sharing the world's tokenizer, trained on perturbation
-pairs (data/perturb.py) by models/judge_bootstrap.py and committed under models/builtin/judge;
+pairs (data/perturb.py) by tools/judge_bootstrap.py and committed under models/builtin/judge;
 real judges (e.g. Qwen/Qwen2.5-1.5B-Instruct, fine-tuned on the same records) load through
 `load_judge` and go through exactly the same code.
 

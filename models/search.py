@@ -9,7 +9,7 @@ against, on CPU ~2/3 of its time was that prefill), or a vLLM engine (`search.ba
 models/search_vllm.py). Records are then scored by one teacher-forced pass
 (`models.confidence`: `encode_examples`, the tokens DPO sees).
 
-    python -m models.search_bench --bench   # the search vs its reference path and plain sampling
+    python -m tools.search_bench --bench   # the search vs its reference path and plain sampling
 """
 
 from __future__ import annotations

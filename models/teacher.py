@@ -2,7 +2,7 @@
 
 Any server that speaks the OpenAI chat-completions protocol with image content blocks works:
 vLLM (`vllm serve Qwen/Qwen2-VL-72B-Instruct`), TGI, `transformers serve`, or the project's own
-`python -m models.serve` for a local LVLM. Two jobs, one client:
+`python -m tools.serve` for a local LVLM. Two jobs, one client:
 - `synthesize_rationales`: image + question + gold answer -> a rationale; a reply is kept only
   when its parsed answer equals the gold answer (`data.scoring.parse_response`, fail closed);
 - `describe_images`: image -> a reference description for the R-Scorer.

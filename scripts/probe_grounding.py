@@ -30,7 +30,8 @@ from data.config import load_config  # noqa: E402
 from data.metrics import caption_counts, format_table, mention_counts  # noqa: E402
 from data.scoring import parse_response  # noqa: E402
 from data.shapes import generate, load_image  # noqa: E402
-from models.bootstrap import CAPTION_PROMPT, resolve_base  # noqa: E402
+from tools.bootstrap import CAPTION_PROMPT  # noqa: E402
+from models.builtin import resolve_base  # noqa: E402
 from models.evaluate import evaluate_policy  # noqa: E402
 from models.generation import generate_greedy  # noqa: E402
 from models.policy import build_policy  # noqa: E402

@@ -28,13 +28,12 @@ from data import perturb_text  # noqa: E402
 from data.perturb import agreement, candidate_items, onpolicy_agreement  # noqa: E402
 from data.records import read_records  # noqa: E402
 from data.shapes import generate, load_image  # noqa: E402
-from models.bootstrap import resolve_base  # noqa: E402
+from models.builtin import resolve_base  # noqa: E402
 from models.dpo import train_dpo  # noqa: E402
 from models.evaluate import evaluate_policy  # noqa: E402
 from models.policy import build_policy  # noqa: E402
-from models.judge_bootstrap import (  # noqa: E402
-    check_template, judge_path, new_tiny_judge, train_and_save, training_records,
-)
+from models.builtin import check_template, judge_path  # noqa: E402
+from models.judge_training import new_tiny_judge, train_and_save, training_records  # noqa: E402
 from models.scorer import load_judge, score_pairs  # noqa: E402
 from models.search import search_candidates  # noqa: E402
 from models.sft import train_rationale_sft  # noqa: E402

@@ -7,9 +7,9 @@ With `runtime.launcher=accelerate` the SFT and DPO tasks do not train in their o
 `launch` writes the stage's inputs to a spec file and runs
 
     accelerate launch --config_file <runtime.accelerate_config> [--num_processes N] \
-        -m tasks.launch <spec.json>
+        -m tasks.launched <spec.json>
 
-Every process runs the stage's own build function (tasks/sft.py, tasks/dpo.py) on its GPU
+Every process (tasks/launched.py) runs the stage's own build function (tasks/sft.py, tasks/dpo.py) on its GPU
 (`cuda:<LOCAL_RANK>`); the Trainer shards the batches, and `models.policy.per_device_batch`
 keeps the global batch at the config's `batch_size`, so the GPU count does not change what is
 trained. Process 0 writes the stage output into the store's temporary folder; the others write
@@ -46,7 +46,7 @@ def launch(stage: str, cfg: dict, refs: dict, out: Path, say=print) -> dict:
         cmd = [exe, "launch", "--config_file", rt["accelerate_config"]]
         if rt.get("num_processes"):
             cmd += ["--num_processes", str(rt["num_processes"])]
-        cmd += ["-m", "tasks.launch", str(spec)]
+        cmd += ["-m", "tasks.launched", str(spec)]
         say(f"[{stage}] {' '.join(cmd)}")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_DIR), os.environ.get("PYTHONPATH", "")])}
         tail: list[str] = []
@@ -62,40 +62,3 @@ def launch(stage: str, cfg: dict, refs: dict, out: Path, say=print) -> dict:
     meta = json.loads(result.read_text())
     result.unlink()
     return meta
-
-
-def _entry(spec_path: str) -> int:
-    """One process of a launched stage (run by `accelerate launch -m tasks.launch`)."""
-    spec = json.loads(Path(spec_path).read_text())
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    cfg = spec["cfg"]
-    cfg["runtime"] = {**cfg["runtime"], "launcher": "local"}
-    if str(cfg["model"].get("device", "auto")).startswith(("cuda", "auto")):
-        import torch
-
-        if torch.cuda.is_available():
-            cfg["model"]["device"] = f"cuda:{local}"
-    out = Path(spec["out"])
-    if rank:  # the same writes as rank 0, into a scratch folder (no races on the store)
-        out = Path(tempfile.mkdtemp(prefix=f"src-rank{rank}-"))
-        sys.stdout = open(os.devnull, "w")  # one process speaks
-    os.environ.setdefault("SRC_PROGRESS", "log")
-    from tasks import dpo, sft
-
-    refs = spec["refs"]
-    if spec["stage"] == sft.STAGE:
-        meta = sft.build_sft(cfg, refs["base"], refs["world"], out)
-    elif spec["stage"] == dpo.STAGE:
-        meta = dpo.build_dpo(cfg, refs["base"], refs["chain"], refs["pairs"], refs["world"], out)
-    else:
-        raise ValueError(f"tasks.launch: stage {spec['stage']!r} is not launchable")
-    if rank == 0:
-        meta.setdefault("metrics", {})["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
-        (out / RESULT).write_text(json.dumps(meta, default=str))
-    else:
-        shutil.rmtree(out, ignore_errors=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_entry(sys.argv[1]))

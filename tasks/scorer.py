@@ -13,7 +13,7 @@ STAGE, VERSION = "scorer", 2
 
 def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path) -> dict:
     from data import perturb, perturb_text
-    from models.judge_bootstrap import new_tiny_judge, train_and_save, training_records
+    from models.judge_training import new_tiny_judge, train_and_save, training_records
 
     cfg = config_of(cfg_dict)
     model, tokenizer = new_tiny_judge(cfg, base["path"])  # shares the world's tokenizer (the base model's)

@@ -41,7 +41,7 @@ def model_digest(name: str) -> str:
     """What the length check depends on: a local model folder by its config, tokenizer,
     processor and chat template files (not its weights: retraining keeps the world), a hub id
     by name."""
-    from models.bootstrap import resolve_base
+    from models.builtin import resolve_base
 
     p = Path(resolve_base(name)).expanduser()
     if not p.is_dir():
@@ -127,7 +127,7 @@ def token_counter(cfg) -> Counter | None:
     from PIL import Image
     from transformers import AutoConfig
 
-    from models.bootstrap import resolve_base
+    from models.builtin import resolve_base
     from models.chat import render_prompt
     from models.loading import load_processor
 

@@ -50,7 +50,7 @@ def base_model(tmp_path_factory) -> str:
     if (BUILTIN_BASE / "manifest.json").is_file():
         return str(BUILTIN_BASE)
     out = tmp_path_factory.mktemp("base") / "base"
-    subprocess.run([sys.executable, "-m", "models.bootstrap", "--steps", "30", "--eval-n", "20",
+    subprocess.run([sys.executable, "-m", "tools.bootstrap", "--steps", "30", "--eval-n", "20",
                     "--threads", "1", "--out", str(out)], cwd=ROOT, check=True,
                    capture_output=True)
     return str(out)

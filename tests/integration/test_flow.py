@@ -213,7 +213,7 @@ def test_the_oracle_judges_with_no_judge_model(first_run, tmp_path):
 
 
 def test_the_committed_judge_is_loaded_not_trained(first_run):
-    from models.judge_bootstrap import BUILTIN_JUDGE
+    from models.builtin import BUILTIN_JUDGE
 
     if not (BUILTIN_JUDGE / "manifest.json").is_file():
         pytest.skip("models/builtin/judge is not committed yet (make bootstrap-judge)")

@@ -1,5 +1,5 @@
 """The 7B model presets (configs/<preset>.yaml), each run through every SRC stage on CPU with its
-architecture shrunk to random-weight tiny models (models/tiny_archs.py): rationale SFT, search,
+architecture shrunk to random-weight tiny models (tools/tiny_archs.py): rationale SFT, search,
 pairwise scoring, curation, DPO and evaluation, as plain stage calls (scripts/run_stages.py).
 
 The test changes only what a CPU cannot do or what makes a tiny random model learn the answer
@@ -56,7 +56,7 @@ def tiny_judge(tmp_path_factory) -> Path:
     tokenizer (its verdict words are single tokens)."""
     from transformers import AutoTokenizer
 
-    from models.tiny_archs import build_arch
+    from tools.tiny_archs import build_arch
 
     out = tmp_path_factory.mktemp("judge") / "qwen2"
     return build_arch("qwen2", AutoTokenizer.from_pretrained(ROOT / "models/builtin/judge"), out)
@@ -68,7 +68,7 @@ def test_the_preset_runs_every_stage_with_its_architecture_shrunk(preset, tiny_j
 
     import run_stages
     from data.config import load_config
-    from models.tiny_archs import build_arch
+    from tools.tiny_archs import build_arch
 
     arch, real_class = PRESETS[preset]
     cfg = load_config(ROOT / "configs" / f"{preset}.yaml")

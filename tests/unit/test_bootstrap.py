@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from data.config import load_config
-from models.bootstrap import BUILTIN_BASE, pretrain
+from tools.bootstrap import pretrain
+from models.builtin import BUILTIN_BASE
 from models.loading import load_lvlm, save_lvlm
 
 

@@ -10,9 +10,8 @@ import pytest
 from data.config import load_config
 from data.perturb import candidate_items, onpolicy_agreement, pair_records
 from data.shapes import generate
-from models.judge_bootstrap import (
-    BUILTIN_JUDGE, JUDGE_INFO, check_template, judge_info, new_tiny_judge, train_and_save,
-)
+from models.builtin import BUILTIN_JUDGE, JUDGE_INFO, check_template, judge_info
+from models.judge_training import new_tiny_judge, train_and_save
 from models.scorer import load_judge, score_pairs
 
 
@@ -55,7 +54,8 @@ def test_a_judge_is_only_read_with_the_style_it_was_trained_on(trained, tmp_path
 
 
 def test_builtin_resolves_per_mode_and_focus_records_are_of_the_family():
-    from models.judge_bootstrap import BUILTIN_POINTWISE_JUDGE, focus_records, judge_path
+    from tools.judge_bootstrap import focus_records
+    from models.builtin import BUILTIN_POINTWISE_JUDGE, judge_path
 
     if (BUILTIN_JUDGE / "manifest.json").is_file():
         assert judge_path("builtin") == str(BUILTIN_JUDGE)

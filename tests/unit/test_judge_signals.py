@@ -113,7 +113,7 @@ def test_same_answer_focus_keeps_every_same_answer_pair_and_a_share_of_the_other
     import random
 
     from data.judging import onpolicy_pair_records
-    from models.judge_bootstrap import _same_answer_focus
+    from tools.judge_bootstrap import _same_answer_focus
 
     rows = []
     for i in range(3):
@@ -130,7 +130,7 @@ def test_same_answer_focus_keeps_every_same_answer_pair_and_a_share_of_the_other
 
 def test_the_score_stage_measures_how_far_appended_text_steers_the_committed_judge():
     from data.config import SRCConfig
-    from models.judge_bootstrap import BUILTIN_JUDGE
+    from models.builtin import BUILTIN_JUDGE
     from models.scorer import load_judge
     from tasks.score import steering
 

@@ -9,7 +9,7 @@ from data.config import load_config
 from data.perturb import PAIR_COLUMNS
 from data.scoring import parse_response
 from data.shapes import DataConfig, generate
-from models.judge_bootstrap import training_records
+from models.judge_training import training_records
 
 
 def own(n: int = 8) -> list[dict]:

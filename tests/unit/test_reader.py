@@ -8,7 +8,7 @@ import pytest
 from data.config import DataConfig
 from data.reading import reader_records
 from data.shapes import generate
-from models.judge_bootstrap import BUILTIN_JUDGE
+from models.builtin import BUILTIN_JUDGE
 from models.reader import (
     BUILTIN_READER, UNCLEAR, agreement, load_reader, read_answers, read_candidates, reader_path,
     reader_threshold, train_reader,
@@ -86,7 +86,7 @@ def test_builtin_names_the_committed_folder():
 
 
 def test_the_bootstrap_trains_measures_and_writes_its_manifest(tmp_path):
-    from models.reader_bootstrap import main
+    from tools.reader_bootstrap import main
 
     out = tmp_path / "reader"
     assert main(["--out", str(out), "--steps", "10", "--records", "40", "--n-heldout", "40",
@@ -101,7 +101,7 @@ def test_the_bootstrap_trains_measures_and_writes_its_manifest(tmp_path):
 def test_the_bootstrap_chooses_its_threshold_on_held_out_candidates(tmp_path):
     from data.records import write_records
     from data.shapes import format_response
-    from models.reader_bootstrap import THRESHOLDS, main
+    from tools.reader_bootstrap import THRESHOLDS, main
 
     cands = []
     for r in generate("eval", 20, DataConfig(), 0):

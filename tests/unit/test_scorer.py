@@ -209,7 +209,7 @@ def test_training_beats_chance_on_held_out_split(tok):
     What 300 small steps (~25 s on 2 cores) buy is the judge's first stage, telling a
     paraphrase (Tie) from a different response: measured 0.44 held-out 3-way accuracy on 720
     pairs (binomial sd at chance 0.018), from exactly 1/3 untrained. Which side is better comes
-    only after hundreds of full-size steps (`python -m models.judge_bootstrap`, models/scorer.py).
+    only after hundreds of full-size steps (`python -m tools.judge_bootstrap`, models/scorer.py).
     """
     data = DataConfig()
     train = pair_records(generate("scorer", 400, data, seed=0), seed=0)

@@ -30,7 +30,7 @@ from models.search import (
     normalize_text,
     search_candidates,
 )
-from models.search_bench import benchmark_search
+from tools.search_bench import benchmark_search
 
 CFG = SearchConfig(beams=2, per_beam=2, n_candidates=3, max_sentences=3,
                    max_sentence_tokens=8, batch_size=64)

@@ -20,7 +20,7 @@ from models.factory import build_tiny_llava, build_tiny_qwen2vl, train_tokenizer
 from models.beam import Row, vocab_masks
 from models.search import search_candidates
 from models.search_cache import CachedRows
-from models.tiny_archs import build_tiny_llava_next, build_tiny_qwen2_5_vl
+from tools.tiny_archs import build_tiny_llava_next, build_tiny_qwen2_5_vl
 
 CFG = SearchConfig(beams=2, per_beam=2, n_candidates=3, max_sentences=3, max_sentence_tokens=8,
                    batch_size=64)
@@ -101,7 +101,7 @@ def test_the_built_in_policy_finds_the_same_candidates_on_200_prompts():
     texts are identical. A difference can only come from float noise (the cached path sums
     attention over a different padding layout), which flips a draw when a uniform lands within
     ~1e-6 of a token's cdf edge and then changes that beam's later sentences."""
-    from models.bootstrap import resolve_base
+    from models.builtin import resolve_base
     from models.policy import build_policy
 
     cfg = load_config("configs/builtin.yaml", [])

@@ -1,5 +1,5 @@
 """Teacher rationale source: the filter on hand-written replies, and the client end to end
-against a real local server (models/serve.py) serving the committed tiny LLaVA."""
+against a real local server (tools/serve.py) serving the committed tiny LLaVA."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_unreachable_endpoint_is_one_dropped_row_not_a_crash():
 @pytest.fixture(scope="module")
 def served(base_model):
     from models.loading import load_lvlm
-    from models.serve import start_server
+    from tools.serve import start_server
 
     model, processor = load_lvlm(base_model, device="cpu")
     server = start_server(model, processor, "tiny-llava")

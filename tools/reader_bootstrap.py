@@ -8,7 +8,7 @@ eval split: how often it reads the implied answer of held-out edited records, an
 --onpolicy, how often its `supported` verdict equals the exact scorer's consistency on the
 policy's held-out candidates (all, and the correct ones).
 
-    python -m models.reader_bootstrap --config configs/builtin.yaml --out models/builtin/reader \
+    python -m tools.reader_bootstrap --config configs/builtin.yaml --out models/builtin/reader \
         --onpolicy <stage-1 adapter> --onpolicy-cache /tmp/reader-cache
 """
 
@@ -27,8 +27,9 @@ from data.config import load_config
 from data.reading import candidate_records, reader_records
 from data.scoring import score_shapes
 from data.shapes import generate
-from models.bootstrap import git_commit
-from models.judge_bootstrap import BUILTIN_JUDGE, adapter_record, adapter_digest, cached_candidates
+from models.builtin import git_commit
+from tools.judge_bootstrap import adapter_record, adapter_digest, cached_candidates
+from models.builtin import BUILTIN_JUDGE
 from models.reader import (
     BUILTIN_READER, agreement, load_reader, read_answers, read_candidates, train_reader,
 )
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics, threshold = measure(model, tok, cfg, args.n_heldout, held_policy, args.threshold)
     manifest = {
         "threshold": threshold,
-        "command": "python -m models.reader_bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m tools.reader_bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
         "commit": git_commit(), "seed": cfg.seed, "init": Path(args.init).name,
         "records": args.records, "edits": args.edits, "onpolicy": bool(args.onpolicy),
         "onpolicy_n": args.onpolicy_n if args.onpolicy else 0, "train_records": len(train),

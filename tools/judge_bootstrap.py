@@ -9,8 +9,8 @@ models/builtin/judge with a manifest (command, seed, steps, wall time, commit, a
 the pipeline's `scorer.model: builtin` loads it; `scorer.model: train` trains one in the
 pipeline instead (a new world or tokenizer).
 
-    python -m models.judge_bootstrap --config configs/builtin.yaml --out models/builtin/judge
-    python -m models.judge_bootstrap --config configs/builtin.yaml scorer.train_steps=200 --out /tmp/judge
+    python -m tools.judge_bootstrap --config configs/builtin.yaml --out models/builtin/judge
+    python -m tools.judge_bootstrap --config configs/builtin.yaml scorer.train_steps=200 --out /tmp/judge
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -29,105 +28,11 @@ from data.config import SRCConfig, load_config
 from data.judging import judge_items, onpolicy_pair_records, with_steers
 from data.perturb import agreement, candidate_items, onpolicy_agreement, pair_records, point_records
 from data.shapes import generate
-from models.bootstrap import git_commit, resolve_base
+from models.builtin import BUILTIN_JUDGE, check_template, git_commit, resolve_base
+from models.judge_training import new_tiny_judge, train_and_save, training_records
 from models.scorer import (
-    build_tiny_judge, load_judge, pair_accuracy, save_judge, score_pairs, score_points, steer_rates,
-    train_judge,
+    load_judge, pair_accuracy, score_pairs, score_points, steer_rates,
 )
-
-BUILTIN_JUDGE = Path(__file__).resolve().parent / "builtin" / "judge"
-# the pointwise ablation's judge: the committed judge trained further on pointwise items too
-BUILTIN_POINTWISE_JUDGE = BUILTIN_JUDGE.with_name("judge-pointwise")
-JUDGE_INFO = "src_judge.json"  # how a judge folder was trained: its template must be scored with
-
-
-def judge_path(name: str, mode: str = "pairwise") -> str:
-    """`scorer.model` as a judge location: 'builtin' -> the committed folder for `mode`
-    (models/builtin/judge, or judge-pointwise for scorer.mode=pointwise); else as given.
-
-    Raises:
-        ValueError: 'builtin' but the committed judge is missing.
-    """
-    if name != "builtin":
-        return name
-    folder = BUILTIN_POINTWISE_JUDGE if mode == "pointwise" else BUILTIN_JUDGE
-    if not (folder / "manifest.json").is_file():
-        raise ValueError(f"scorer.model=builtin (scorer.mode={mode}): {folder} is missing; run "
-                         "`make bootstrap-judge` or set scorer.model=train")
-    return str(folder)
-
-
-def judge_info(path: str | Path) -> dict:
-    """The `src_judge.json` of a judge folder ({} for a judge from elsewhere)."""
-    f = Path(path) / JUDGE_INFO
-    return json.loads(f.read_text()) if f.is_file() else {}
-
-
-def check_template(path: str | Path, template: str, mode: str | None = None) -> None:
-    """A judge trained on one prompt style (or on pairs only) reads another as noise: refuse,
-    naming both. A judge trained in pointwise mode saw pairs too and may judge either way.
-
-    Raises:
-        ValueError: the folder's `src_judge.json` names another template than `template`, or
-            says pairwise while `mode` is pointwise.
-    """
-    info = judge_info(path)
-    trained = info.get("template")
-    if trained is not None and trained != template:
-        raise ValueError(f"judge {str(path)!r} was trained with scorer.template={trained!r}, "
-                         f"but the config says {template!r}: set scorer.template={trained}")
-    if mode == "pointwise" and info.get("mode") == "pairwise":
-        raise ValueError(f"judge {str(path)!r} was trained on pairs only (scorer.mode=pairwise) "
-                         "and cannot judge pointwise: train one with scorer.mode=pointwise")
-
-
-def new_tiny_judge(cfg: SRCConfig, tokenizer_from: str | None = None) -> tuple[torch.nn.Module, object]:
-    """A randomly initialised tiny judge (seeded) over the base model's tokenizer."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from or resolve_base(cfg.model.base))
-    return build_tiny_judge(tokenizer, seed=cfg.seed), tokenizer
-
-
-def train_and_save(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig,
-                   train_records: list[dict], held: list[dict], out: Path,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
-    """Train the judge on labelled records, measure it on `held` items, save it to `out`
-    with `src_judge.json` (the prompt style it must be scored with). Returns the metrics."""
-    metrics = train_judge(model, tokenizer, train_records, cfg.scorer, progress, seed=cfg.seed)
-    if held:
-        metrics.update(agreement(score_pairs(model, tokenizer, held, cfg.scorer), held))
-    save_judge(model, tokenizer, out)
-    info = {"template": cfg.scorer.template, "use_gold_answer": cfg.scorer.use_gold_answer,
-            "mode": cfg.scorer.mode, "max_length": cfg.scorer.max_length}
-    (Path(out) / JUDGE_INFO).write_text(json.dumps(info, indent=1))
-    return metrics
-
-
-def training_records(cfg: SRCConfig, records: list[dict], flaw_pairs: int = 2) -> list[dict]:
-    """Labelled pairs (and, in pointwise mode, pointwise items) of the scorer split;
-    `flaw_pairs` flaw-vs-flaw pairs per record. Records with scene facts (the built-in world)
-    get data/perturb.py's exactly checked flaws; others (your own data) data/perturb_text.py's
-    flaws that hold by construction.
-
-    Raises:
-        ValueError: no record has a gold rationale to perturb.
-    """
-    from data import perturb_text
-
-    if perturb_text.has_facts(records):
-        pairs, points = pair_records, point_records
-    else:
-        pairs, points = perturb_text.pair_records, perturb_text.point_records
-    train = pairs(records, cfg.seed, flaw_pairs=flaw_pairs)
-    if cfg.scorer.mode == "pointwise":
-        train += points(records, cfg.seed)
-    if not train:
-        raise ValueError(f"scorer.model=train: none of the {len(records)} scorer-split records has a gold "
-                         "rationale to make training pairs from; give rationales, or set scorer.model to "
-                         "a trained judge (builtin, a path or a hub id)")
-    return train
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -210,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.scorer.mode == "pointwise":
         m["judge/heldout_point_acc"] = point_accuracy(model, tokenizer, cfg, args.n_heldout // 2)
     manifest = {
-        "command": "python -m models.judge_bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m tools.judge_bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": cfg.seed, "scorer": cfg.scorer.model_dump(mode="json"),
         "init": _init_record(args.init),
         "onpolicy": ({"adapter": args.onpolicy, "adapter_manifest": adapter_record(args.onpolicy),

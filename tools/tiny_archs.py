@@ -1,7 +1,7 @@
 """Every architecture of the model presets (configs/<preset>.yaml), shrunk to a few hundred thousand
 parameters with random weights, for CPU tests: the presets' code paths without a download.
 
-    python -m models.tiny_archs --arch llava_next --out /tmp/tiny-llava-next
+    python -m tools.tiny_archs --arch llava_next --out /tmp/tiny-llava-next
 
 Architectures (`ARCHS`): `llava` (LLaVA-1.5: CLIP + Llama), `llava_next` (LLaVA-NeXT: CLIP +
 Llama with any-resolution tiling), `qwen2_vl`, `qwen2_5_vl` (window attention in the vision
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from transformers import AutoTokenizer
 
-    from models.bootstrap import resolve_base
+    from models.builtin import resolve_base
 
     tok = AutoTokenizer.from_pretrained(args.tokenizer or resolve_base("builtin"))
     print(build_arch(args.arch, tok, args.out, args.seed))

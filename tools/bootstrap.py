@@ -8,7 +8,7 @@ short answers alone stayed at chance for 1,200 steps (one answer token per examp
 little signal to learn to read the image), while caption pre-training gives a dense signal. The result is committed
 under models/builtin/base with a manifest (command, seed, steps, wall time, commit, accuracy).
 
-    python -m models.bootstrap --config configs/builtin.yaml --steps 1600 --out models/builtin/base
+    python -m tools.bootstrap --config configs/builtin.yaml --steps 1600 --out models/builtin/base
 
 This is a from-scratch full-parameter pre-training on an endless procedural stream, which
 TRL's SFTTrainer (finite datasets, LoRA-oriented defaults) does not fit; the loop is ~30 lines.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,22 +27,16 @@ from typing import Callable
 import torch
 
 from data.config import SRCConfig, load_config
-from data.metrics import format_table, score_records, summarize
+from data.metrics import format_table
 from data.shapes import generate, load_image
 from models.encode import encode_examples
 from models.factory import TinyLlavaSpec, build_tiny_llava, count_parameters, train_tokenizer
 from models.loading import save_lvlm
-from models.generation import generate_greedy
+from models.builtin import BUILTIN_BASE, evaluate_base, git_commit
 
-BUILTIN_BASE = Path(__file__).resolve().parent / "builtin" / "base"
 CAPTION_PROMPT = "Describe the image."
 
 Log = Callable[[str], None]
-
-
-def resolve_base(name: str) -> str:
-    """'builtin' -> the committed base folder; anything else is passed through."""
-    return str(BUILTIN_BASE) if name == "builtin" else name
 
 
 def pretrain(
@@ -93,23 +86,6 @@ def pretrain(
     return model, processor, losses
 
 
-def evaluate_base(model, processor, cfg: SRCConfig, n: int, batch_size: int = 128) -> dict:
-    recs = generate("eval", n, cfg.data, cfg.seed)
-    responses = generate_greedy(
-        model, processor, [load_image(r["image"]) for r in recs], [r["question"] for r in recs],
-        max_new_tokens=cfg.eval.max_new_tokens, batch_size=batch_size,
-    )
-    return summarize(score_records(recs, responses))
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/builtin.yaml")
@@ -133,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     save_lvlm(model, processor, out)
     manifest = {
-        "command": "python -m models.bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m tools.bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": cfg.seed, "steps": args.steps, "caption_frac": args.caption_frac, "batch_size": args.batch_size, "lr": args.lr,
         "train_seconds": round(train_s, 1), "code_commit": git_commit(),
         "parameters": count_parameters(model), "final_loss": sum(losses[-50:]) / len(losses[-50:]),

@@ -1,6 +1,6 @@
 """Benchmark of the sentence-level search against its reference path and plain sampling.
 
-    python -m models.search_bench --bench [--threads 1 --device cuda --questions N ...]
+    python -m tools.search_bench --bench [--threads 1 --device cuda --questions N ...]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ with no GPU and no hub; on a GPU machine, serve a real teacher with vLLM or TGI 
 Written by hand on the standard library because vLLM needs a GPU and `transformers serve`
 pulls extra dependencies for a job of one route. Requests are answered one at a time.
 
-    python -m models.serve --model models/builtin/base --port 8011
+    python -m tools.serve --model models/builtin/base --port 8011
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def start_server(model: Any, processor: Any, name: str, host: str = "127.0.0.1",
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.bootstrap import resolve_base
+    from models.builtin import resolve_base
     from models.loading import load_lvlm
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

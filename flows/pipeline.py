@@ -1,0 +1,244 @@
+"""The SRC pipeline that the `src-iterate` flow runs (flows/src_iterate.py): rationale SFT and
+R-Scorer once, then T iterations of search -> pairwise scoring -> curation -> DPO ->
+evaluation, every stage a cached task. Retraining (flows/retrain.py) runs it too.
+
+Stage outputs are content-addressed (tasks/store.py); re-running the same command after a
+crash reuses every finished stage and runs only the rest. Tracking happens here, at the edge:
+one MLflow parent run per pipeline run, one child run per iteration (tasks/tracking.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import tasks.common  # noqa: F401  (sets Prefect's result storage before prefect is used)
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from data.config import SRCConfig, digest, stage_signature
+from data.metrics import format_table
+from data.validate import DataError
+from flows.layout import (
+    base_ref,
+    judge_ref,
+    reader_digest,
+    eval_metrics,
+    git_commit,
+    log_iteration,
+    metrics_table,
+    resolve_start,
+)
+from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
+from tasks.store import lookup, stage_key
+from tasks.tracking import MLflowTracker
+
+
+def task_key(module: Any, cfg: SRCConfig, sections: dict[str, Any], inputs: dict[str, Any]) -> str:
+    sig = {name: stage_signature(sec) if hasattr(sec, "model_fields") else sec
+           for name, sec in sections.items()}
+    return stage_key(module.STAGE, module.VERSION, sig, inputs, cfg.seed)
+
+
+def eval_key(cfg: SRCConfig, base: dict, chain: list[dict], w: dict, judge: dict | None = None) -> str:
+    """The evaluation stage's key; the judge is an input only where it measures (no facts)."""
+    inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
+    if judge is not None and chain and evaluate.needs_judge(cfg.data.world):
+        inputs["judge"] = judge["digest"]
+    return task_key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model}, inputs)
+
+
+def _run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
+    """Call a stage task; a cached result whose files are gone or altered is recomputed.
+
+    Prefect's cache only knows the key; the store knows whether the output is really there
+    (manifest digests match). Where it is not, the task runs with `refresh_cache=True`.
+    """
+    if lookup(module.STAGE, key) is None:
+        task_fn = task_fn.with_options(refresh_cache=True)
+    return task_fn(key=key, **kwargs)
+
+
+# scorer.model=oracle: no judge model; the score stage asks the exact scorer (data/judging.py)
+ORACLE_JUDGE = {"stage": "scorer", "path": "", "judge_dir": "", "digest": "oracle", "key": "", "meta": {}}
+
+
+def _eval_judge(cfg: SRCConfig, judge: dict | None) -> dict | None:
+    """The judge the evaluation stage gets: only where it measures (data without facts)."""
+    return judge if evaluate.needs_judge(cfg.data.world) else None
+
+
+def _d(refs: list[dict]) -> list[str]:
+    return [r["digest"] for r in refs]
+
+
+def stage_timing(calls: list[dict], wall: float) -> dict:
+    """Where a pipeline run's wall time went: the stage functions' own build time (stages
+    built in this run) per stage, and the rest (Prefect, tracking, loading refs) as a share."""
+    per: dict[str, float] = {}
+    for c in calls:
+        per[c["stage"]] = per.get(c["stage"], 0.0) + c["build_seconds"]
+    stage_s = sum(per.values())
+    return {"flow_seconds": wall, "stage_seconds": stage_s, "per_stage_seconds": per,
+            "overhead_frac": (wall - stage_s) / wall if wall > 0 else 0.0,
+            "built": sum(c["built"] for c in calls), "reused": sum(not c["built"] for c in calls)}
+
+
+def log_report(tracker, parent: str, run: Any, cfg: SRCConfig, c: dict, w: dict, eb: dict,
+               shown: list[dict], base_metrics: dict) -> Path:
+    """Build (or reuse) the run's `report.html` and log it, with its PNG plots under `report/`;
+    returns the page's path in the store."""
+    facts = {"config digest": digest(c)[:12], "base model": cfg.model.base,
+             "R-Scorer": f"{cfg.scorer.model} ({cfg.scorer.mode})",
+             "calibration prompts per iteration": str(cfg.iterate.prompts_per_iteration),
+             "candidates per prompt": str(cfg.search.n_candidates)}
+    # the outputs behind every number and example it shows (the DPO loss: the adapter's), not the
+    # metrics dicts themselves: those carry timings, which differ between runs of the same outputs
+    inputs = {"world": w["digest"], "base_eval": eb["digest"],
+              "iterations": [[s[k]["digest"] for k in ("eval", "candidates", "scores", "pairs", "adapter") if k in s]
+                             for s in shown]}
+    key = task_key(report, cfg, {"report": cfg.report, "curation": cfg.curation, "facts": facts}, inputs)
+    ref = run(report.report_task, report, key, cfg=c, world=w, base_eval=eb, iterations=shown,
+              base_metrics=base_metrics, facts=facts)
+    folder = Path(ref["path"])
+    tracker.log_artifact(parent, folder / "report.html")
+    for name in ref["meta"].get("pngs", []):
+        tracker.log_artifact(parent, folder / name, "report")
+    return folder / "report.html"
+
+
+def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
+                 config_path: str | None = None) -> dict:
+    """The whole SRC loop; returns {"parent_run_id", "iterations": [metrics per iteration]}."""
+    say = get_run_logger().info
+    tracker = tracker or MLflowTracker(cfg.tracking.experiment, cfg.tracking.tracking_uri)
+    c = cfg.model_dump(mode="json")
+    t0 = time.time()
+    calls: list[dict] = []  # every stage call: its wall time here, and the stage's own build time
+
+    def run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
+        t = time.time()
+        ref = _run(task_fn, module, key, **kwargs)
+        built = (ref.get("created") or 0) >= t  # False: reused from the store / Prefect cache
+        calls.append({"stage": module.STAGE, "call_seconds": time.time() - t, "built": built,
+                      "build_seconds": (ref.get("build_seconds") or 0.0) if built else 0.0})
+        return ref
+    # a given judge is checked (exists, prompt style) before any run or compute starts
+    given_judge = (None if cfg.scorer.model == "train" else ORACLE_JUDGE if cfg.scorer.model == score.ORACLE
+                   else judge_ref(cfg.scorer.model, cfg.scorer.template, cfg.scorer.mode))
+    reader = reader_digest(cfg.scorer.reader)  # checked, like the judge, before any compute
+    parent = tracker.start_run(
+        f"src-{time.strftime('%Y%m%d-%H%M%S')}",
+        {"src.role": "pipeline", "src.flow_run_id": str(flow_run.get_id() or ""),
+         "src.code_commit": git_commit(), "src.config_digest": digest(c),
+         "src.config_path": str(config_path or ""), "src.start_from": start_from or ""},
+    )
+    tracker.log_dict(parent, c, "config.yaml")
+    tracker.log_params(parent, {"seed": cfg.seed, "iterations": cfg.iterate.iterations,
+                                "model.base": cfg.model.base, "scorer.mode": cfg.scorer.mode})
+    results: list[dict] = []
+    shown: list[dict] = []  # per iteration: the refs the report shows
+    try:
+        base = base_ref(cfg.model.base)
+        wkey = task_key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, world.source_files(c))
+        try:
+            w = run(world.world_task, world, wkey, cfg=c)
+        except DataError:  # too many bad rows: the report is the run's artifact, then stop
+            report = world.failed_report(wkey)
+            if report.is_file():
+                tracker.log_artifact(parent, report, "data")
+            raise
+        tracker.log_artifact(parent, Path(w["path"]) / world.REJECTED, "data")
+        tracker.log_metrics(parent, {f"data/rejected_{k}": v for k, v in w["meta"].get("rejected", {}).items()})
+        # the base model before any SRC stage (short answers): the reference row of every table
+        eb = run(evaluate.eval_task, evaluate, eval_key(cfg, base, [], w), cfg=c, base=base, chain=[], world=w)
+        base_summary = json.loads((Path(eb["path"]) / "metrics.json").read_text())
+        base_metrics = eval_metrics(eb)
+        tracker.log_metrics(parent, {f"base/{k}": v for k, v in base_metrics.items()})
+        tracker.log_artifact(parent, Path(eb["path"]) / "metrics.json", "base_eval")
+        start = resolve_start(start_from, tracker) if start_from else None
+        if start:
+            chain, judge, first = start["chain"], start["judge"], start["iteration"] + 1
+            if cfg.scorer.model == score.ORACLE or judge is None:
+                judge = given_judge
+                if judge is None:
+                    raise ValueError(f"start_from: run {start_from!r} logged no judge; set scorer.model")
+            say(f"continuing from run {start_from}: {len(chain)} adapters, iteration {first}")
+        else:
+            sft_sections = {"sft": cfg.rationale_sft, "model": cfg.model}
+            if cfg.rationale_sft.source == "teacher":  # the teacher's rationales are an input
+                sft_sections["teacher"] = cfg.teacher
+            s = run(sft.sft_task, sft, task_key(sft, cfg, sft_sections,
+                                      {"base": base["digest"], "world": w["digest"]}),
+                             cfg=c, base=base, world=w)
+            chain, first = [s], 1
+            if cfg.scorer.model == "train":
+                judge = run(scorer.scorer_task, scorer, task_key(scorer, cfg, {"scorer": cfg.scorer},
+                                                    {"base": base["digest"], "world": w["digest"]}),
+                             cfg=c, base=base, world=w)
+            else:  # the committed tiny judge, or a trained one by path or hub id: nothing to train
+                judge = given_judge
+            e0 = run(evaluate.eval_task, evaluate, eval_key(cfg, base, chain, w, judge),
+                     cfg=c, base=base, chain=chain, world=w, judge=_eval_judge(cfg, judge))
+            results.append(log_iteration(tracker, parent, 0, {"adapter": s, "eval": e0}))
+            shown.append({"iteration": 0, "metrics": results[-1]["metrics"], "eval": e0, "adapter": s})
+        if judge is not ORACLE_JUDGE and Path(judge.get("judge_dir") or Path(judge["path"]) / "judge").is_dir():
+            tracker.log_artifact(parent, judge.get("judge_dir") or Path(judge["path"]) / "judge", "scorer")
+        tracker.log_metrics(parent, {f"scorer/{k}": v for k, v in judge["meta"].get("metrics", {}).items()
+                                     if isinstance(v, (int, float))})
+        for t in range(first, first + cfg.iterate.iterations):
+            say(f"iteration {t}: search -> score -> curate -> dpo -> eval")
+            inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
+            cands = run(
+                search.search_task, search, task_key(search, cfg, {"search": cfg.search, "model": cfg.model,
+                                       "per_iteration": cfg.iterate.prompts_per_iteration},
+                         {**inputs, "iteration": t}),
+                cfg=c, base=base, chain=chain, world=w, iteration=t)
+            sc = run(score.score_task, score, task_key(score, cfg, {"scorer": cfg.scorer},
+                                           {"judge": judge["digest"], "candidates": cands["digest"],
+                                            **({"reader": reader} if reader else {})}),
+                                  cfg=c, judge=judge, candidates=cands)
+            prefs = run(curate.curate_task, curate, task_key(curate, cfg, {"curation": cfg.curation},
+                                                {"candidates": cands["digest"], "scores": sc["digest"]}),
+                                       cfg=c, candidates=cands, scores=sc)
+            ad = run(dpo.dpo_task, dpo, task_key(dpo, cfg, {"dpo": cfg.dpo, "model": cfg.model},
+                                       {**inputs, "pairs": prefs["digest"]}),
+                              cfg=c, base=base, chain=chain, pairs=prefs, world=w)
+            chain = chain + [ad]
+            ev = run(evaluate.eval_task, evaluate, eval_key(cfg, base, chain, w, judge),
+                     cfg=c, base=base, chain=chain, world=w, judge=_eval_judge(cfg, judge))
+            results.append(log_iteration(tracker, parent, t, {
+                "candidates": cands, "scores": sc, "pairs": prefs, "adapter": ad, "eval": ev}))
+            shown.append({"iteration": t, "metrics": results[-1]["metrics"], "eval": ev,
+                          "candidates": cands, "scores": sc, "pairs": prefs, "adapter": ad})
+        report_page = log_report(tracker, parent, run, cfg, c, w, eb, shown, base_metrics)
+    except BaseException:
+        tracker.end_run(parent, "FAILED")
+        raise
+    wall = time.time() - t0
+    final = results[-1]["metrics"] if results else {}
+    timing = stage_timing(calls, wall)
+    tracker.log_metrics(parent, {**{f"final/{k}": v for k, v in final.items()}, "pipeline/wall_seconds": wall,
+                                 "pipeline/stage_seconds": timing["stage_seconds"],
+                                 "pipeline/overhead_frac": timing["overhead_frac"]})
+    table = metrics_table(results)
+    # where the last table row's consistency/factuality come from: exact scorer, R-Scorer, None
+    measured_by = (json.loads((Path(shown[-1]["eval"]["path"]) / "metrics.json").read_text()).get("measured_by")
+                   if shown else None)
+    tracker.log_dict(parent, {"iterations": results, "timing": timing}, "summary.json")
+    tracker.end_run(parent)
+    uri = getattr(tracker, "uri", "")
+    create_markdown_artifact(
+        key="src-summary",
+        markdown=f"# SRC pipeline run `{parent}`\n\nMLflow: `{uri}` (parent run `{parent}`)\n\n{table}\n",
+        description="per-iteration held-out metrics",
+    )
+    return {"parent_run_id": parent, "iterations": results, "wall_seconds": wall, "table": table,
+            "timing": timing, "chain": [r["path"] for r in chain], "base_metrics": base_metrics,
+            "tracking_uri": uri, "experiment_id": getattr(tracker, "experiment_id", None),
+            "base_table": format_table(base_summary), "report": str(report_page),
+            "measured_by": measured_by, "rejected": w["meta"].get("rejected", {}),
+            "rejected_report": str(Path(w["path"]) / world.REJECTED)}
