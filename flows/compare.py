@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from data.plots import PLOT_METRICS, plot, table_cells  # noqa: F401  (plot: part of this module's API)
+from report.plots import PLOT_METRICS, plot, table_cells  # noqa: F401  (plot: part of this module's API)
 
 FILES = ("compare.md", "compare.csv", "compare.png", "compare.html")
 

@@ -1,4 +1,4 @@
-"""Task: the iteration report of a pipeline run (`report.html` and its PNG plots, data/report.py).
+"""Task: the iteration report of a pipeline run (`report.html` and its PNG plots, report/page.py).
 
 Its key hashes the digests of every stage output it shows, so a fully cached re-run reuses the
 page too; it shows no run id (the MLflow run it is logged to says which run it is).
@@ -21,7 +21,7 @@ def _dir(ref: dict | None) -> Path | None:
 
 def build_report_files(cfg_dict: dict, world: dict, base_eval: dict, iterations: list[dict],
                        base_metrics: dict, facts: dict, out: Path) -> dict:
-    from data.report import IterationOutputs, build_report
+    from report.page import IterationOutputs, build_report
 
     cfg = config_of(cfg_dict)
     its = [IterationOutputs(it["iteration"], it["metrics"], Path(it["eval"]["path"]), _dir(it.get("candidates")),

@@ -1,4 +1,4 @@
-"""The pure pieces of the iteration report (data/report.py); the page itself is checked on a
+"""The pure pieces of the iteration report (report/page.py); the page itself is checked on a
 real smoke run in tests/integration/test_report.py and in a browser in test_browser.py."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from data.config import CurationConfig
-from data.report import changes, drop_reason, sample_prompts, win_matrix
+from report.page import changes, drop_reason, sample_prompts, win_matrix
 
 
 def _orders(pid, i, j, pa_ij, pb_ij, pa_ji, pb_ji, tie=0.0):

@@ -1,4 +1,4 @@
-"""Figures and tables of per-iteration metrics, shared by the iteration report (data/report.py)
+"""Figures and tables of per-iteration metrics, shared by the iteration report (report/page.py)
 and `src compare` (flows/compare.py): the same panels in both.
 
 Rows are `{"run_id", "run_name", "iteration", "metrics": {name: value}}`; a run's metric

@@ -2,7 +2,7 @@
 
 It opens offline in any browser and in the MLflow artifact viewer: no script, no external URL,
 every image inline as a `data:` URI. It shows
-1. the held-out metrics per iteration, as a table and as plots (data/plots.py, the panels of
+1. the held-out metrics per iteration, as a table and as plots (report/plots.py, the panels of
    `src compare`);
 2. per SRC iteration, why curation dropped prompts, and for a sample of prompts: the image,
    the candidates with their scores, the pairwise win-probability matrix as a heatmap, and
@@ -30,7 +30,7 @@ import pandas as pd
 
 from data.config import CurationConfig
 from data.curation import DROP_REASONS, aggregate_pairs, curate
-from data.plots import heatmap, plot, table_cells
+from report.plots import heatmap, plot, table_cells
 from data.scoring import normalize_answer
 
 HTML_FILE, METRICS_PNG = "report.html", "metrics.png"
