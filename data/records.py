@@ -1,17 +1,20 @@
 """Records on disk: parquet files of dicts, images as PNG bytes.
 
 Every stage reads and writes its records through these two functions, so the on-disk format
-(parquet, pyarrow) is decided in one place and never involves pickle.
+(parquet, pyarrow) is decided in one place and never involves pickle; `as_image` and
+`require_fields` read a record back for SFT, DPO, search and evaluation.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 
 def write_records(rows: Sequence[dict], path: str | Path) -> int:
@@ -39,3 +42,18 @@ def read_records(path: str | Path) -> list[dict]:
             if isinstance(r[c], np.ndarray):
                 r[c] = r[c].tolist()
     return rows
+
+
+def as_image(value: Any, where: str) -> Image.Image:
+    """A record's image as RGB PIL: PNG/JPEG bytes (the stores' format) or a PIL image."""
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Image.open(io.BytesIO(bytes(value))).convert("RGB")
+    raise ValueError(f"{where}: image must be bytes or a PIL image, got {type(value).__name__}")
+
+
+def require_fields(record: dict[str, Any], fields: Sequence[str], where: str) -> None:
+    missing = [f for f in fields if record.get(f) is None]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}")

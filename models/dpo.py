@@ -63,7 +63,7 @@ from models.policy import (
     run_trainer,
     trainer_defaults,
 )
-from models.sft import as_image, require_fields
+from data.records import as_image, require_fields
 
 WEIGHTED_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "sigmoid_norm", "sft")
 DPO_FIELDS = ("image", "question", "chosen", "rejected")

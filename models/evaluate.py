@@ -25,7 +25,7 @@ Judge = tuple[Any, Any, ScorerConfig]  # (model, tokenizer, its config section)
 
 
 def _images(records: Sequence[dict]) -> list:
-    from models.sft import as_image
+    from data.records import as_image
 
     return [as_image(r["image"], f"record {r.get('id', i)!r}") for i, r in enumerate(records)]
 

@@ -21,18 +21,17 @@ return `model` is pi_0' = base + rationale adapter and `out_dir` is the stage's 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from PIL import Image
 from transformers import PreTrainedModel
 from transformers.processing_utils import ProcessorMixin
 from trl import SFTConfig, SFTTrainer
 
 from data.config import RationaleSFTConfig
+from data.records import as_image, require_fields
 from models.chat import build_messages
 from models.policy import (
     Progress,
@@ -46,21 +45,6 @@ from models.policy import (
 )
 
 SFT_FIELDS = ("image", "question", "response")
-
-
-def as_image(value: Any, where: str) -> Image.Image:
-    """A record's image as RGB PIL: PNG/JPEG bytes (the stores' format) or a PIL image."""
-    if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return Image.open(io.BytesIO(bytes(value))).convert("RGB")
-    raise ValueError(f"{where}: image must be bytes or a PIL image, got {type(value).__name__}")
-
-
-def require_fields(record: dict[str, Any], fields: Sequence[str], where: str) -> None:
-    missing = [f for f in fields if record.get(f) is None]
-    if missing:
-        raise ValueError(f"{where}: missing field(s) {missing}")
 
 
 def sft_dataset(records: Sequence[dict[str, Any]], max_examples: int = 0) -> Dataset:

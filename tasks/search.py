@@ -26,7 +26,7 @@ def search_seed(cfg, iteration: int) -> int:
 
 def _prompts(cfg, world: dict, iteration: int) -> tuple[list[dict], list[dict]]:
     """Iteration t's pool rows and the search items made from them."""
-    from models.sft import as_image
+    from data.records import as_image
 
     pool = read_records(Path(world["path"]) / "pool.parquet")
     lo, hi = pool_slice(len(pool), cfg.iterate.prompts_per_iteration, iteration)
