@@ -33,14 +33,16 @@ from flows.layout import (
     resolve_start,
 )
 from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
+from tasks.reads import signature
 from tasks.store import lookup, stage_key
 from tasks.tracking import MLflowTracker
 
 
-def task_key(module: Any, cfg: SRCConfig, sections: dict[str, Any], inputs: dict[str, Any]) -> str:
-    sig = {name: stage_signature(sec) if hasattr(sec, "model_fields") else sec
-           for name, sec in sections.items()}
-    return stage_key(module.STAGE, module.VERSION, sig, inputs, cfg.seed)
+def task_key(module: Any, cfg: SRCConfig, inputs: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    """A stage's key: the config it declares it reads (`module.READS`, tasks/reads.py), its
+    inputs' digests, `extra` values it is given (not config), the stage version and the seed."""
+    return stage_key(module.STAGE, module.VERSION, {**signature(cfg, module.READS), **(extra or {})},
+                     inputs, cfg.seed)
 
 
 def eval_key(cfg: SRCConfig, base: dict, chain: list[dict], w: dict, judge: dict | None = None) -> str:
@@ -48,7 +50,8 @@ def eval_key(cfg: SRCConfig, base: dict, chain: list[dict], w: dict, judge: dict
     inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
     if judge is not None and chain and evaluate.needs_judge(cfg.data.world):
         inputs["judge"] = judge["digest"]
-    return task_key(evaluate, cfg, {"eval": cfg.eval, "model": cfg.model}, inputs)
+        inputs["judge_settings"] = stage_signature(cfg.scorer)  # how it judges: an input too
+    return task_key(evaluate, cfg, inputs)
 
 
 def _run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
@@ -67,8 +70,11 @@ ORACLE_JUDGE = {"stage": "scorer", "path": "", "judge_dir": "", "digest": "oracl
 
 
 def _eval_judge(cfg: SRCConfig, judge: dict | None) -> dict | None:
-    """The judge the evaluation stage gets: only where it measures (data without facts)."""
-    return judge if evaluate.needs_judge(cfg.data.world) else None
+    """The judge the evaluation stage gets, with the settings it judges with: only where it
+    measures (data without facts)."""
+    if judge is None or not evaluate.needs_judge(cfg.data.world):
+        return None
+    return {**judge, "scorer": cfg.scorer.model_dump(mode="json")}
 
 
 def _d(refs: list[dict]) -> list[str]:
@@ -100,7 +106,7 @@ def log_report(tracker, parent: str, run: Any, cfg: SRCConfig, c: dict, w: dict,
     inputs = {"world": w["digest"], "base_eval": eb["digest"],
               "iterations": [[s[k]["digest"] for k in ("eval", "candidates", "scores", "pairs", "adapter") if k in s]
                              for s in shown]}
-    key = task_key(report, cfg, {"report": cfg.report, "curation": cfg.curation, "facts": facts}, inputs)
+    key = task_key(report, cfg, inputs, {"facts": facts})
     ref = run(report.report_task, report, key, cfg=c, world=w, base_eval=eb, iterations=shown,
               base_metrics=base_metrics, facts=facts)
     folder = Path(ref["path"])
@@ -143,7 +149,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
     shown: list[dict] = []  # per iteration: the refs the report shows
     try:
         base = base_ref(cfg.model.base)
-        wkey = task_key(world, cfg, {"data": cfg.data, "n_scorer": cfg.scorer.n_train_items}, world.source_files(c))
+        wkey = task_key(world, cfg, world.source_files(c))
         try:
             w = run(world.world_task, world, wkey, cfg=c)
         except DataError:  # too many bad rows: the report is the run's artifact, then stop
@@ -168,16 +174,12 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                     raise ValueError(f"start_from: run {start_from!r} logged no judge; set scorer.model")
             say(f"continuing from run {start_from}: {len(chain)} adapters, iteration {first}")
         else:
-            sft_sections = {"sft": cfg.rationale_sft, "model": cfg.model}
-            if cfg.rationale_sft.source == "teacher":  # the teacher's rationales are an input
-                sft_sections["teacher"] = cfg.teacher
-            s = run(sft.sft_task, sft, task_key(sft, cfg, sft_sections,
-                                      {"base": base["digest"], "world": w["digest"]}),
+            s = run(sft.sft_task, sft, task_key(sft, cfg, {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             chain, first = [s], 1
             if cfg.scorer.model == "train":
-                judge = run(scorer.scorer_task, scorer, task_key(scorer, cfg, {"scorer": cfg.scorer},
-                                                    {"base": base["digest"], "world": w["digest"]}),
+                judge = run(scorer.scorer_task, scorer, task_key(scorer, cfg,
+                                                                 {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
             else:  # the committed tiny judge, or a trained one by path or hub id: nothing to train
                 judge = given_judge
@@ -193,19 +195,15 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
             say(f"iteration {t}: search -> score -> curate -> dpo -> eval")
             inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
             cands = run(
-                search.search_task, search, task_key(search, cfg, {"search": cfg.search, "model": cfg.model,
-                                       "per_iteration": cfg.iterate.prompts_per_iteration},
-                         {**inputs, "iteration": t}),
+                search.search_task, search, task_key(search, cfg, {**inputs, "iteration": t}),
                 cfg=c, base=base, chain=chain, world=w, iteration=t)
-            sc = run(score.score_task, score, task_key(score, cfg, {"scorer": cfg.scorer},
-                                           {"judge": judge["digest"], "candidates": cands["digest"],
-                                            **({"reader": reader} if reader else {})}),
+            sc = run(score.score_task, score, task_key(score, cfg, {"judge": judge["digest"], "candidates": cands["digest"],
+                                                             **({"reader": reader} if reader else {})}),
                                   cfg=c, judge=judge, candidates=cands)
-            prefs = run(curate.curate_task, curate, task_key(curate, cfg, {"curation": cfg.curation},
-                                                {"candidates": cands["digest"], "scores": sc["digest"]}),
+            prefs = run(curate.curate_task, curate, task_key(curate, cfg, {"candidates": cands["digest"],
+                                                                   "scores": sc["digest"]}),
                                        cfg=c, candidates=cands, scores=sc)
-            ad = run(dpo.dpo_task, dpo, task_key(dpo, cfg, {"dpo": cfg.dpo, "model": cfg.model},
-                                       {**inputs, "pairs": prefs["digest"]}),
+            ad = run(dpo.dpo_task, dpo, task_key(dpo, cfg, {**inputs, "pairs": prefs["digest"]}),
                               cfg=c, base=base, chain=chain, pairs=prefs, world=w)
             chain = chain + [ad]
             ev = run(evaluate.eval_task, evaluate, eval_key(cfg, base, chain, w, judge),

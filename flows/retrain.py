@@ -186,9 +186,7 @@ def _reevaluate(cfg: SRCConfig, spec: str, tracker: Any) -> Score:
 
     c = cfg.model_dump(mode="json")
     base = base_ref(cfg.model.base)
-    w = world.world_task(key=task_key(world, cfg, {"data": cfg.data,
-                                               "n_scorer": cfg.scorer.n_train_items},
-                                        world.source_files(c)), cfg=c)
+    w = world.world_task(key=task_key(world, cfg, world.source_files(c)), cfg=c)
     chain = resolve_start(spec, tracker)["chain"]
     # accuracy only: no judge needed, whatever the world
     ev = evaluate.eval_task(key=eval_key(cfg, base, chain, w), cfg=c, base=base, chain=chain, world=w)

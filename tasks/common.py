@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Sequence
 
 from tasks.store import state_dir
 
@@ -101,8 +101,13 @@ def stage_task(name: str, retries: int = 0) -> Callable:
     )
 
 
-def config_of(cfg: dict) -> SRCConfig:
-    return SRCConfig.model_validate(cfg)
+def config_of(cfg: dict, reads: Sequence[str] | None = None, stage: str = "") -> Any:
+    """The config of a task's call; with `reads` (the task module's READS), as that stage may
+    read it: any other section or field raises `tasks.reads.UndeclaredRead`."""
+    from tasks.reads import declared
+
+    full = SRCConfig.model_validate(cfg)
+    return full if reads is None else declared(full, reads, stage)
 
 
 def log() -> Callable[[str], None]:

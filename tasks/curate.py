@@ -9,12 +9,13 @@ from tasks.common import config_of, log, stage_task
 from tasks.store import produce, write_json
 
 STAGE, VERSION = "curate", 2  # 2: the reader's `supported` joined from the score stage
+READS = ("curation",)  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 
 
 def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path) -> dict:
     from data.curation import curate
 
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     cands = read_records(Path(candidates["path"]) / "candidates.parquet")
     reader_file = Path(scores["path"]) / "reader.parquet"
     if reader_file.exists():  # scorer.reader: which candidates' rationales imply their answers

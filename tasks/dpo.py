@@ -9,13 +9,14 @@ from tasks.common import config_of, load_policy, log, progress_logger, stage_tas
 from tasks.store import drop_partial, partial_dir, produce, write_json
 
 STAGE, VERSION = "dpo", 1
+READS = ("dpo", "model")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 
 
 def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world: dict,
               out: Path, key: str = "") -> dict:
     from models.dpo import train_dpo
 
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     if cfg.runtime.launcher == "accelerate":  # every process runs this function (tasks/launch.py)
         from tasks.launch import launch
 

@@ -15,6 +15,7 @@ from tasks.store import produce, write_json
 # 2: short answers (the base) report consistency/factuality as n/a; data without facts is
 #    judged by the R-Scorer (or reported as not measured)
 STAGE, VERSION = "evaluate", 2
+READS = ("eval", "model")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 
 
 def needs_judge(world: str) -> bool:
@@ -27,7 +28,7 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
                judge: dict | None = None) -> dict:
     from models.evaluate import evaluate_policy
 
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     model, processor = load_policy(cfg, base, chain)
     records = read_records(Path(world["path"]) / "eval.parquet")
     if cfg.eval.max_questions:
@@ -35,11 +36,13 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
     scorer = None
     rationales = bool(chain)
     if judge is not None and rationales and not all(r.get("facts") for r in records):
+        from data.config import ScorerConfig
         from tasks.score import ORACLE, open_judge
 
-        if cfg.scorer.model != ORACLE:
-            _, (jm, jt) = open_judge(cfg, judge)
-            scorer = (jm, jt, cfg.scorer)
+        if judge["digest"] != ORACLE:  # the judge's settings come with it (flows/pipeline.py)
+            settings = ScorerConfig.model_validate(judge["scorer"])
+            _, (jm, jt) = open_judge(settings, cfg.model.device, judge)
+            scorer = (jm, jt, settings)
     summary, rows = evaluate_policy(model, processor, records, cfg.eval, progress_logger("eval"),
                                     judge=scorer, rationales=rationales)
     write_json(out / "metrics.json", summary)

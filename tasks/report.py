@@ -13,6 +13,7 @@ from tasks.store import produce
 
 # 2: the facts table has no empty header row; 3: the headroom table per iteration
 STAGE, VERSION = "report", 3
+READS = ("report", "curation")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 
 
 def _dir(ref: dict | None) -> Path | None:
@@ -23,7 +24,7 @@ def build_report_files(cfg_dict: dict, world: dict, base_eval: dict, iterations:
                        base_metrics: dict, facts: dict, out: Path) -> dict:
     from report.page import IterationOutputs, build_report
 
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     its = [IterationOutputs(it["iteration"], it["metrics"], Path(it["eval"]["path"]), _dir(it.get("candidates")),
                             _dir(it.get("scores")), _dir(it.get("pairs")))
            for it in iterations]

@@ -13,6 +13,7 @@ from tasks.store import drop_partial, produce, shard_file
 # 3: steering probes in the meta (filler, a copied verdict line, padding; built-in world)
 # 4: the reader's verdict per candidate (reader.parquet) when scorer.reader is set
 STAGE, VERSION = "score", 4
+READS = ("scorer", "model")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 STEER_PROMPTS = 100  # prompts probed per steer: a few seconds of judging
 ORACLE = "oracle"  # scorer.model: the exact scorer of the built-in world judges (data/judging.py)
 
@@ -24,9 +25,9 @@ def score_shard(cfg: dict, judge: dict, candidates: dict, key: str, lo: int, hi:
     f = shard_file(STAGE, key, lo, hi)
     f.parent.mkdir(parents=True, exist_ok=True)
     if not f.is_file():
-        c = config_of(cfg)
+        c = config_of(cfg, READS, STAGE)
         items = judge_items_of(candidates)[lo:hi]
-        judge_fn, (model, tokenizer) = open_judge(c, judge)
+        judge_fn, (model, tokenizer) = open_judge(c.scorer, c.model.device, judge)
         write_records(judge_fn(model, tokenizer, items, c.scorer, progress_logger(f"score {lo}-{hi}")), f)
     return str(f)
 
@@ -37,18 +38,18 @@ def judge_items_of(candidates: dict) -> list[dict]:
     return judge_items(read_records(Path(candidates["path"]) / "candidates.parquet"))
 
 
-def open_judge(cfg, judge: dict):
-    """(score function of cfg.scorer.mode, (model, tokenizer)) of a judge reference."""
+def open_judge(scorer_cfg, device: str, judge: dict):
+    """(score function of scorer_cfg.mode, (model, tokenizer)) of a judge reference."""
     from models.scorer import load_judge, score_pairs, score_points
 
     # a trained judge is `<output>/judge`; a given one (scorer.model) is its own path or hub id
     where = judge.get("judge_dir") or str(Path(judge["path"]) / "judge")
-    judge_fn = score_points if cfg.scorer.mode == "pointwise" else score_pairs
-    return judge_fn, load_judge(where, device=cfg.model.device)
+    judge_fn = score_points if scorer_cfg.mode == "pointwise" else score_pairs
+    return judge_fn, load_judge(where, device=device)
 
 
 def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: str = "") -> dict:
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     cands = read_records(Path(candidates["path"]) / "candidates.parquet")
     meta = judge_candidates(cfg, cfg_dict, judge, candidates, cands, out, key)
     if cfg.scorer.reader:
@@ -96,7 +97,7 @@ def judge_candidates(cfg, cfg_dict: dict, judge: dict, candidates: dict, cands: 
         parts = map_shards(cfg, score_shard, [dict(cfg=cfg_dict, judge=judge, candidates=candidates, key=key,
                                                    lo=lo, hi=hi) for lo, hi in bounds], "score")
         return _write(cfg, [r for f in parts for r in read_records(f)], cands, out)
-    judge_fn, (model, tokenizer) = open_judge(cfg, judge)
+    judge_fn, (model, tokenizer) = open_judge(cfg.scorer, cfg.model.device, judge)
     meta = _write(cfg, judge_fn(model, tokenizer, items, cfg.scorer, progress_logger("score")), cands, out)
     if cfg.scorer.mode == "pairwise":
         meta.update(steering(model, tokenizer, cfg, cands))

@@ -9,13 +9,14 @@ from tasks.common import config_of, progress_logger, stage_task
 from tasks.store import produce, write_json
 
 STAGE, VERSION = "scorer", 2
+READS = ("scorer", "model.base")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 
 
 def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path) -> dict:
     from data import perturb, perturb_text
     from models.judge_training import new_tiny_judge, train_and_save, training_records
 
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     model, tokenizer = new_tiny_judge(cfg, base["path"])  # shares the world's tokenizer (the base model's)
     train = training_records(cfg, read_records(Path(world["path"]) / "scorer.parquet"))
     # agreement with the labels on held-out (eval split) perturbation candidates: the exact

@@ -11,6 +11,7 @@ from tasks.store import drop_partial, produce, shard_file, sharded
 
 # 2: the greedy responses to the same prompts (greedy.parquet) and the headroom metrics
 STAGE, VERSION = "search", 2
+READS = ("search", "model", "iterate.prompts_per_iteration")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 
 
 def pool_slice(n_pool: int, per_iteration: int, iteration: int) -> tuple[int, int]:
@@ -47,7 +48,7 @@ def search_shard(cfg: dict, base: dict, chain: list[dict], world: dict, iteratio
     f = shard_file(STAGE, key, lo, hi)
     f.parent.mkdir(parents=True, exist_ok=True)
     if not f.is_file():  # a retried or resumed shard that finished is not searched again
-        c = config_of(cfg)
+        c = config_of(cfg, READS, STAGE)
         _, items = _prompts(c, world, iteration)
         model, processor = load_policy(c, base, chain)
         write_records(search_candidates(model, processor, items[lo:hi], c.search, seed=search_seed(c, iteration),
@@ -59,7 +60,7 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
                  out: Path, key: str = "") -> dict:
     from models.search import search_candidates
 
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     rows, items = _prompts(cfg, world, iteration)
     seed = search_seed(cfg, iteration)
     shard_size = cfg.search.shard_size

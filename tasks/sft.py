@@ -10,12 +10,13 @@ from tasks.common import config_of, load_policy, log, progress_logger, stage_tas
 from tasks.store import drop_partial, partial_dir, produce, state_dir, write_json
 
 STAGE, VERSION = "rationale_sft", 1
+READS = ("rationale_sft", "model", "teacher")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 
 
 def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "") -> dict:
     from models.sft import train_rationale_sft
 
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     if cfg.runtime.launcher == "accelerate":  # every process runs this function (tasks/launch.py)
         from tasks.launch import launch
 

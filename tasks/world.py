@@ -24,6 +24,8 @@ from tasks.store import state_dir
 
 # 2: multiple-choice rows list their options in the question, gold as the option text
 STAGE, VERSION = "world", 2
+READS = ("data", "model.base", "model.trust_remote_code", "rationale_sft.source", "scorer.model",
+         "scorer.n_train_items")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 SPLITS = ("rationale", "pool", "eval", "scorer")
 TRAIN_SPLITS = ("rationale", "pool", "scorer")  # what eval rows must not appear in
 REJECTED = "rejected_rows.parquet"
@@ -179,7 +181,7 @@ def load_files(cfg_dict: dict, report: Path) -> tuple[dict[str, list[dict]], lis
     `report`) when a split's share of bad rows is above data.max_reject_frac, or when too many
     eval rows leak into training. Also returns meta: the rows skipped by design per split
     (ScienceQA's text-only rows), the leakage counts and the splits short of their size."""
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     d, f = cfg.data, cfg.data.files
     limits = Limits(max_image_bytes=f.max_image_bytes, max_image_pixels=f.max_image_pixels,
                     allow_outside_image_dir=f.allow_outside_image_dir)
@@ -219,7 +221,7 @@ def failed_report(key: str) -> Path:
 def build_world(cfg_dict: dict, out: Path, key: str = "") -> dict:
     """Write `<split>.parquet` for every split and `rejected_rows.parquet`; returns the counts
     (and for your own data: skipped rows, leakage, splits short of their size)."""
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     d = cfg.data
     extra: dict = {"skipped": {}}
     if d.world in ("files", "hf"):

@@ -1,0 +1,52 @@
+"""A stage reads only the config it declares, and its cache key hashes exactly that
+(tasks/reads.py). The pipeline tests run every stage through `declared`, so a stage that reads
+an undeclared section fails them; these tests check the mechanism itself.
+
+Run: .venv/bin/python -m pytest -q tests/unit/test_reads.py
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from data.config import load_config
+from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
+from tasks.reads import UndeclaredRead, declared, signature
+
+TASKS = (world, evaluate, sft, scorer, search, score, curate, dpo, report)
+
+
+def test_declared_sections_and_fields_read_others_raise():
+    cfg = load_config("configs/smoke.yaml")
+    c = declared(cfg, ("search", "iterate.prompts_per_iteration"), "search")
+    assert c.search.beams == cfg.search.beams and c.iterate.prompts_per_iteration == cfg.iterate.prompts_per_iteration
+    assert c.runtime.num_threads == cfg.runtime.num_threads and c.seed == cfg.seed  # always readable
+    with pytest.raises(UndeclaredRead, match="'dpo'.*READS"):
+        _ = c.dpo
+    with pytest.raises(UndeclaredRead, match="iterate.iterations is read but not declared"):
+        _ = c.iterate.iterations
+
+
+def test_the_key_hashes_what_is_declared_and_nothing_else():
+    cfg = load_config("configs/smoke.yaml")
+    sig = signature(cfg, ("curation", "iterate.prompts_per_iteration"))
+    assert set(sig) == {"curation", "iterate.prompts_per_iteration"}
+    assert sig["iterate.prompts_per_iteration"] == cfg.iterate.prompts_per_iteration
+    other = load_config("configs/smoke.yaml", ["dpo.beta=0.3", "search.batch_size=3"])
+    assert signature(other, search.READS) == signature(cfg, search.READS)  # a runtime knob: same key
+    assert signature(other, dpo.READS) != signature(cfg, dpo.READS)
+    with pytest.raises(ValueError, match="no field 'nope'"):
+        signature(cfg, ("search.nope",))
+
+
+@pytest.mark.parametrize("module", TASKS, ids=lambda m: m.STAGE)
+def test_every_task_declares_valid_reads(module):
+    assert module.READS and signature(load_config("configs/smoke.yaml"), module.READS)
+
+
+def test_a_stage_that_reads_an_undeclared_section_fails(tmp_path, monkeypatch):
+    """The world stage with `data` left out of its declaration: its first read refuses."""
+    cfg = load_config("configs/smoke.yaml").model_dump(mode="json")
+    monkeypatch.setattr(world, "READS", ("scorer.n_train_items",))
+    with pytest.raises(UndeclaredRead, match="stage 'world' reads config section 'data'"):
+        world.build_world(cfg, tmp_path)
