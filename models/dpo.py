@@ -55,10 +55,8 @@ from data.config import DPOConfig
 from models.chat import build_messages
 from models.policy import (
     Progress,
-    ProgressReporter,
     finish_adapter,
-    library_deprecations_hidden,
-    peft_lora_config,
+    lora_trainer,
     per_device_batch,
     run_trainer,
     trainer_defaults,
@@ -293,15 +291,7 @@ def train_dpo(
         **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm, checkpoint_dir,
                            cfg.save_steps),
     )
-    with library_deprecations_hidden():  # TRL reads deprecated names (models/policy.py)
-        trainer = WeightedDPOTrainer(
-            model=model,
-            args=args,
-            train_dataset=dataset,
-            processing_class=processor,
-            peft_config=peft_lora_config(model, cfg.lora),
-            callbacks=[ProgressReporter(progress)] if progress else None,
-        )
+    trainer = lora_trainer(WeightedDPOTrainer, model, args, dataset, processor, cfg.lora, progress)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     seconds, logs = run_trainer(trainer)
     finish_adapter(trainer.model, model, out, merge=merge)

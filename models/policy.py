@@ -255,6 +255,16 @@ def library_deprecations_hidden() -> Iterator[None]:
         yield
 
 
+def lora_trainer(trainer_class: type, model: Any, args: Any, dataset: Any, processor: Any, lora: Any,
+                 progress: Progress | None) -> Any:
+    """A TRL trainer (SFTTrainer, DPOTrainer or a subclass) that injects a LoRA adapter of
+    `lora` (config.LoraConfig) into `model`, reporting to `progress`."""
+    with library_deprecations_hidden():
+        return trainer_class(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                             peft_config=peft_lora_config(model, lora),
+                             callbacks=[ProgressReporter(progress)] if progress else None)
+
+
 def run_trainer(trainer: Any) -> tuple[float, list[dict[str, Any]]]:
     """`trainer.train()`, from the last checkpoint in `output_dir` if checkpoints are on;
     returns wall seconds and the per-step log entries (those with a loss).

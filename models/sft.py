@@ -35,10 +35,8 @@ from data.records import as_image, require_fields
 from models.chat import build_messages
 from models.policy import (
     Progress,
-    ProgressReporter,
     finish_adapter,
-    library_deprecations_hidden,
-    peft_lora_config,
+    lora_trainer,
     per_device_batch,
     run_trainer,
     trainer_defaults,
@@ -115,15 +113,7 @@ def train_rationale_sft(
         **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm, checkpoint_dir,
                            cfg.save_steps),
     )
-    with library_deprecations_hidden():  # TRL reads deprecated names (models/policy.py)
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=dataset,
-            processing_class=processor,
-            peft_config=peft_lora_config(model, cfg.lora),
-            callbacks=[ProgressReporter(progress)] if progress else None,
-        )
+    trainer = lora_trainer(SFTTrainer, model, args, dataset, processor, cfg.lora, progress)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     seconds, logs = run_trainer(trainer)
     finish_adapter(trainer.model, model, out, merge=merge)

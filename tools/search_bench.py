@@ -27,10 +27,12 @@ class _ForwardClock:
 
     def __init__(self, model: Any):
         self.model, self.seconds, self.calls, self._kind, self._t0 = model, {}, 0, "", 0.0
+        self.prefill_tokens, self._tokens = 0, 0
 
     def _pre(self, _m: Any, _args: Any, kwargs: dict) -> None:
         ids = kwargs.get("input_ids")
         self._kind = "decode" if ids is not None and ids.shape[1] == 1 else "prefill"
+        self._tokens = ids.numel() if ids is not None else 0
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self._t0 = time.perf_counter()
@@ -40,10 +42,11 @@ class _ForwardClock:
             torch.cuda.synchronize()
         self.seconds[self._kind] += time.perf_counter() - self._t0
         self.calls += 1
+        self.prefill_tokens += self._tokens if self._kind == "prefill" else 0
 
     def run(self, fn: Callable[[], list[list[int]]]) -> dict[str, Any]:
         """Time `fn` (which returns each item's candidate lengths in tokens)."""
-        self.seconds, self.calls = {"prefill": 0.0, "decode": 0.0}, 0
+        self.seconds, self.calls, self.prefill_tokens = {"prefill": 0.0, "decode": 0.0}, 0, 0
         hooks = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
                  self.model.register_forward_hook(self._post, with_kwargs=True)]
         try:
@@ -59,7 +62,7 @@ class _ForwardClock:
                 "mean_tokens": round(tokens / max(1, n), 1), "tokens_per_s": round(tokens / wall, 1),
                 "forward_share": round(sum(self.seconds.values()) / wall, 3),
                 "prefill_share": round(self.seconds["prefill"] / wall, 3),
-                "forward_calls": self.calls}
+                "forward_calls": self.calls, "prefill_tokens": self.prefill_tokens}
 
 
 @torch.inference_mode()

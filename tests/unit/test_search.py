@@ -236,7 +236,7 @@ def test_benchmark_reports_every_way(tokenizer, items):
         assert stats["prefill_share"] <= stats["forward_share"]
         assert report[f"speedup_vs_{name}"] > 0 if name != "batched" else True
     # the cached search prefills each prompt once; the reference re-runs prefixes every step
-    assert report["batched"]["prefill_share"] < report["reference"]["prefill_share"]
+    assert 0 < 3 * report["batched"]["prefill_tokens"] < report["reference"]["prefill_tokens"]
 
 
 def test_duplicate_prompt_ids_are_refused(model, items):

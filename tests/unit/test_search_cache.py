@@ -15,11 +15,12 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from data.config import DataConfig, SearchConfig, load_config
-from data.shapes import corpus, generate, load_image
-from models.factory import build_tiny_llava, build_tiny_qwen2vl, train_tokenizer
+from data.shapes import corpus, generate
 from models.beam import Row, vocab_masks
+from models.factory import build_tiny_llava, build_tiny_qwen2vl, train_tokenizer
 from models.search import search_candidates
 from models.search_cache import CachedRows
+from tests.unit.test_search import as_items, one_thread  # noqa: F401  (one_thread: autouse)
 from tools.tiny_archs import build_tiny_llava_next, build_tiny_qwen2_5_vl
 
 CFG = SearchConfig(beams=2, per_beam=2, n_candidates=3, max_sentences=3, max_sentence_tokens=8,
@@ -28,22 +29,9 @@ BUILDERS = {"llava": build_tiny_llava, "llava_next": build_tiny_llava_next,
             "qwen2_vl": build_tiny_qwen2vl, "qwen2_5_vl": build_tiny_qwen2_5_vl}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_tokenizer(corpus(DataConfig(), n=300))
-
-
-def as_items(records: list[dict]) -> list[dict]:
-    return [{"prompt_id": r["id"], "image": load_image(r["image"]), "question": r["question"]}
-            for r in records]
 
 
 def texts_by_prompt(records: list[dict]) -> dict[str, list[str]]:
