@@ -27,16 +27,13 @@ the verdict (each slot's exact flags) made it slower (0.51 at 400) and was dropp
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from data.config import DataConfig, ScorerConfig
@@ -155,7 +152,7 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
-class _Encoder:
+class PromptEncoder:
     """Token ids of judge inputs; each fixed segment and candidate is tokenized once."""
 
     def __init__(self, tokenizer: Any, mode: str, max_length: int, style: str = "full"):
@@ -194,7 +191,7 @@ def encode_input(tokenizer: Any, mode: str, question: str, reference: str,
                  responses: Sequence[str], gold: str | None = None, max_length: int = 512,
                  style: str = "full") -> list[int]:
     """Token ids of one judge input; the verdict is read after its last id (the suffix's)."""
-    return _Encoder(tokenizer, mode, max_length, style).encode(question, reference, gold, responses)
+    return PromptEncoder(tokenizer, mode, max_length, style).encode(question, reference, gold, responses)
 
 
 def pad_left(rows: Sequence[list[int]], pad_id: int, device: Any = "cpu") -> dict[str, torch.Tensor]:
@@ -239,7 +236,7 @@ def verdict_probs(model: Any, tokenizer: Any, rows: Sequence[list[int]], words: 
 def items_rows(tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
                 mode: str) -> tuple[list[tuple], list[list[int]]]:
     """Keys `(prompt_id, a_idx, b_idx)` / `(prompt_id, cand_idx)` and ids of every judged input."""
-    enc = _Encoder(tokenizer, mode, cfg.max_length, cfg.template)
+    enc = PromptEncoder(tokenizer, mode, cfg.max_length, cfg.template)
     keys, rows = [], []
     for it in items:
         pid, cands = it["prompt_id"], it["candidates"]
@@ -283,103 +280,6 @@ def score_points(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerC
     probs = verdict_probs(model, tokenizer, rows, VERDICTS[POINTWISE], cfg.batch_size, progress)
     return [{"prompt_id": pid, "cand_idx": k, "p_good": float(p[0])}
             for (pid, k), p in zip(keys, probs.tolist())]
-
-
-# --------------------------------------------------------------------------- training
-
-
-def _encode_record(enc: dict[str, _Encoder], r: dict, cfg: ScorerConfig) -> tuple[list[int], str, str]:
-    """(ids, mode, verdict) of a labelled pair (`response_a/b`) or pointwise (`response`) record."""
-    mode = PAIRWISE if "response_a" in r else POINTWISE
-    texts = [r["response_a"], r["response_b"]] if mode == PAIRWISE else [r["response"]]
-    if r["verdict"] not in VERDICTS[mode]:
-        raise ValueError(f"record {r.get('id', '?')!r}: verdict {r['verdict']!r} is not one of "
-                         f"{VERDICTS[mode]} ({mode})")
-    gold = r.get("gold") if cfg.use_gold_answer else None
-    ids = enc[mode].encode(r["question"], r["reference"], gold, texts, r.get("id", ""))
-    return ids, mode, r["verdict"]
-
-
-def _epoch_order(records: Sequence[dict], gen: torch.Generator) -> list[int]:
-    """A seeded permutation that keeps the two orders of a pair (adjacent rows `x|y`, `y|x`)
-    side by side: a batch then holds the same content with swapped labels, so the gradient
-    has to come from which slot holds what (the order-sensitive part of judging)."""
-    groups: list[list[int]] = []
-    i = 0
-    while i < len(records):
-        a = records[i]
-        b = records[i + 1] if i + 1 < len(records) else None
-        swapped = (b is not None and "response_a" in a and a.get("prompt_id") == b.get("prompt_id")
-                   and a["response_a"] == b["response_b"] and a["response_b"] == b["response_a"])
-        groups.append([i, i + 1] if swapped else [i])
-        i += 2 if swapped else 1
-    return [k for g in torch.randperm(len(groups), generator=gen).tolist() for k in groups[g]]
-
-
-def train_judge(model: Any, tokenizer: Any, train_records: Sequence[dict], cfg: ScorerConfig,
-                progress: Progress = None, seed: int = 0) -> dict[str, float]:
-    """Supervised fine-tuning of the judge on labelled records (data/perturb.py); returns metrics.
-
-    loss = CE(verdict | verdict tokens of the mode) + cfg.lm_loss_weight * LM loss over the
-    input. A hand loop rather than TRL's SFTTrainer because the loss has two terms, one of them
-    a softmax restricted to 3 (or 2) verdict tokens, exactly what `score_pairs` reads; the LM
-    term is what makes the tiny judge learn at all (measured: trained on the verdict alone it did not learn in 2 min).
-    One step sees cfg.train_batch_size records; records are drawn without replacement, epoch
-    by epoch, in a seeded order.
-    """
-    if not train_records:
-        raise ValueError("train_judge needs at least one labelled record")
-    vid = verdict_token_ids(tokenizer)
-    enc = {m: _Encoder(tokenizer, m, cfg.max_length - 1, cfg.template) for m in VERDICTS}  # + label
-    allowed = {m: torch.zeros(len(tokenizer), dtype=torch.bool) for m in VERDICTS}
-    for m, words in VERDICTS.items():
-        allowed[m][[vid[w] for w in words]] = True
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-    steps, warmup = cfg.train_steps, max(1, cfg.train_steps // 20)
-    # linear warm-up, then cosine decay to 10% of the peak learning rate
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
-        0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps))))
-    device, pad = model.device, judge_pad_id(tokenizer)
-    order: list[int] = []
-    hist: list[tuple[float, float, float, float]] = []
-    model.train()
-    t0 = time.time()
-    for step in range(steps):
-        if len(order) < cfg.train_batch_size:
-            order += _epoch_order(train_records, gen)
-        idx, order = order[:cfg.train_batch_size], order[cfg.train_batch_size:]
-        encoded = [_encode_record(enc, train_records[i], cfg) for i in idx]
-        batch = pad_left([ids + [vid[v]] for ids, _, v in encoded], pad, device)
-        logits = model(**batch).logits.float()
-        target = torch.tensor([vid[v] for _, _, v in encoded], device=device)
-        mask = torch.stack([allowed[m] for _, m, _ in encoded]).to(device)
-        # column -2 is every row's suffix end (left padding): where inference reads the verdict
-        vlogits = logits[:, -2, :].masked_fill(~mask, float("-inf"))
-        v_loss = F.cross_entropy(vlogits, target)
-        real = batch["attention_mask"].float()
-        tgt_mask = real[:, :-1] * real[:, 1:]  # a real token predicting a real token
-        tok_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["input_ids"][:, 1:], reduction="none")
-        lm_loss = (tok_loss * tgt_mask).sum() / tgt_mask.sum()
-        loss = v_loss + cfg.lm_loss_weight * lm_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        acc = (vlogits.argmax(-1) == target).float().mean().item()
-        hist.append((loss.item(), v_loss.item(), lm_loss.item(), acc))
-        if progress:
-            progress(step + 1, steps)
-    model.eval()
-    last = hist[-50:]
-    mean = lambda k: sum(h[k] for h in last) / len(last)
-    return {"judge/train_loss": mean(0), "judge/verdict_loss": mean(1), "judge/lm_loss": mean(2),
-            "judge/train_acc": mean(3), "judge/train_seconds": time.time() - t0,
-            "judge/train_steps": float(steps), "judge/train_examples": float(steps * cfg.train_batch_size)}
-
-
-# --------------------------------------------------------------------------- measurement
 
 
 def steer_rates(model: Any, tokenizer: Any, cands: Sequence[dict], cfg: ScorerConfig, seed: int = 0,

@@ -21,7 +21,6 @@ from data.shapes import corpus, generate
 from models.factory import train_tokenizer
 from models.scorer import (
     JUDGE_VOCAB_SIZE,
-    _epoch_order,
     TinyJudgeSpec,
     build_tiny_judge,
     encode_input,
@@ -31,9 +30,9 @@ from models.scorer import (
     save_judge,
     score_pairs,
     score_points,
-    train_judge,
     verdict_token_ids,
 )
+from models.judge_training import epoch_order, train_judge
 
 Q = "How many red objects are there?"
 REF = "The image shows a red circle at the top left, a blue square at the middle center."
@@ -239,7 +238,7 @@ def test_training_rejects_labels_of_the_wrong_mode(tok, judge):
 
 def test_epoch_order_keeps_both_orders_of_a_pair_together():
     recs = pair_records(generate("scorer", 6, DataConfig(), seed=0), seed=0)
-    order = _epoch_order(recs, torch.Generator().manual_seed(0))
+    order = epoch_order(recs, torch.Generator().manual_seed(0))
     assert sorted(order) == list(range(len(recs)))  # a permutation: every record once
     assert order != list(range(len(recs)))
     for k in range(0, len(order), 2):  # pairs arrive as (i, i+1): x|y then y|x
@@ -247,4 +246,4 @@ def test_epoch_order_keeps_both_orders_of_a_pair_together():
         assert order[k + 1] == order[k] + 1
         assert (a["response_a"], a["response_b"]) == (b["response_b"], b["response_a"])
     singles = [{"id": str(i), "response": "x", "verdict": "Good"} for i in range(5)]
-    assert sorted(_epoch_order(singles, torch.Generator().manual_seed(0))) == list(range(5))
+    assert sorted(epoch_order(singles, torch.Generator().manual_seed(0))) == list(range(5))
