@@ -48,7 +48,7 @@ test: $(STAMP) browser
 stages: $(STAMP)
 	$(PY) scripts/run_stages.py --config configs/builtin.yaml
 
-# efficacy table with ablations, seeds 0-2 + performance benchmarks -> bench/results/ (~100 min on 2 cores)
+# efficacy table with ablations, seeds 0-2 + performance benchmarks -> bench/results/ (~62 min on 2 cores)
 bench: $(STAMP)
 	$(PY) -m bench.run
 

@@ -146,6 +146,43 @@ def markdown(mode: str, mach: dict, rows: list[dict], eff_t: list[dict], perf_f:
     return "\n".join(lines) + "\n"
 
 
+def perf_only(args: argparse.Namespace) -> int:
+    """`--perf-only`: the micro-benchmarks again over the last bench's runs (their logs and
+    state folder in --out), the efficacy rows and scale curve kept; the result says when and
+    at which commit the performance figures were measured."""
+    from data.config import load_config
+
+    mode = "quick" if args.quick else "full"
+    budget, out = (QUICK if args.quick else FULL), Path(args.out)
+    prev = json.loads((out / f"{mode}.json").read_text())
+    runs = {n: json.loads((out / f"logs-{mode}" / f"run-{n}.json").read_text()) for n in prev["details"]["runs"]}
+    old = {f["name"]: f["value"] for f in prev["performance"]}
+    for n, r in runs.items():  # the process wall time, or (older results) the ratio it gave
+        r["process_seconds"] = prev["details"]["runs"][n].get("process_seconds")
+    if runs["main"]["process_seconds"] is None:
+        runs["main"]["process_seconds"] = 1.0
+        runs["main_cached"]["process_seconds"] = old["cached re-run / first run wall time (whole `src run` process)"]
+    cfg = load_config(args.config, efficacy.QUICK if args.quick else [])
+    t0 = time.time()
+    search = perf.bench_search(cfg, runs["main"]["chain"], budget["search_questions"])
+    scoring = perf.bench_scoring(cfg, budget["score_items"], budget["text_pairs"])
+    memory = perf.bench_memory(args.config, budget["memory_steps"])
+    perf_f = figures(runs, search, scoring, memory, prev["details"]["scale"])
+    mach = machine()
+    prev["details"].update(search=search, scoring=scoring, memory=memory)
+    prev.update(performance=perf_f, efficacy_targets=efficacy.targets(prev["efficacy"]),
+                perf_measured={"date": mach["date"], "commit": mach["commit"], "seconds": time.time() - t0})
+    (out / f"{mode}.json").write_text(json.dumps(prev, indent=1, default=str))
+    md = markdown(mode, prev["machine"], prev["efficacy"], prev["efficacy_targets"], perf_f,
+                  prev["details"]["scale"], prev["wall_seconds"])
+    md = md.replace("\n## Performance\n", f"\n## Performance\n\nMeasured again with `--perf-only` on an idle "
+                    f"machine, {mach['date']}, commit {mach['commit']}.\n", 1)
+    (out / f"{mode}.md").write_text(md)
+    print_lines(perf_f)
+    print(f"wrote {out / (mode + '.json')} and {out / (mode + '.md')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small budgets: minutes, not comparable")
@@ -154,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="ablation pipelines at a time")
     ap.add_argument("--scale", default="", help="pool sizes of the scale curve, e.g. 100,300,1000,3000 "
                     "(default: 100,300,1000,3000)")
+    ap.add_argument("--perf-only", action="store_true",
+                    help="measure search, scoring and memory again (on an idle machine), keeping the "
+                         "efficacy runs and scale curve of the last bench in --out")
     args = ap.parse_args(argv)
+    if args.perf_only:
+        return perf_only(args)
     mode = "quick" if args.quick else "full"
     budget = QUICK if args.quick else FULL
     out = Path(args.out)
@@ -193,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
               "efficacy_targets": eff_t, "performance": perf_f,
               "details": {"search": search, "scoring": scoring, "memory": memory, "scale": scale,
                           "timing": runs["main"]["timing"],
-                          "runs": {n: {"parent_run_id": r["parent_run_id"], "wall_seconds": r["wall_seconds"]}
-                                   for n, r in runs.items()}}}
+                          "runs": {n: {"parent_run_id": r["parent_run_id"], "wall_seconds": r["wall_seconds"],
+                                       "process_seconds": r["process_seconds"]} for n, r in runs.items()}}}
     (out / f"{mode}.json").write_text(json.dumps(result, indent=1, default=str))
     (out / f"{mode}.md").write_text(markdown(mode, mach, rows, eff_t, perf_f, scale, wall))
     print(f"\n[bench {mode}] efficacy\n" + efficacy.markdown(rows))
