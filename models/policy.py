@@ -283,6 +283,16 @@ def run_trainer(trainer: Any) -> tuple[float, list[dict[str, Any]]]:
     return seconds, steps
 
 
+def portable_name(name: str) -> str:
+    """A model path inside this project as a path relative to it (`models/builtin/base`), so
+    that what records it reads the same in any checkout; anything else as given."""
+    project = Path(__file__).resolve().parents[1]
+    try:
+        return Path(name).resolve().relative_to(project).as_posix() if name else name
+    except ValueError:  # outside the project, or a hub id
+        return name
+
+
 def finish_adapter(
     peft_model: PeftModel, base_model: PreTrainedModel, out_dir: str | Path, merge: bool = True
 ) -> Path:
@@ -297,10 +307,18 @@ def finish_adapter(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(str(out))
+    base = portable_name(getattr(base_model.config, "_name_or_path", "") or "")
+    # the folder's content is its digest: no absolute path of this checkout in it (PEFT writes
+    # the base's path into adapter_config.json and a model card README.md)
+    (out / "README.md").unlink(missing_ok=True)
+    config_file = out / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = base or config.get("base_model_name_or_path")
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     info = {
         "model_type": getattr(base_model.config, "model_type", None),
         "architecture": type(base_model).__name__,
-        "base": getattr(base_model.config, "_name_or_path", "") or None,
+        "base": base or None,
     }
     (out / BASE_INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
     if merge:

@@ -144,3 +144,19 @@ def test_a_pickled_adapter_is_not_read(chain, tmp_path):
     (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")  # any bytes: never opened
     with pytest.raises(ValueError, match="adapter_model.bin is not read: convert it to safetensors"):
         check_adapter_fits(llava, pickled)
+
+
+def test_an_adapter_folder_holds_no_path_of_this_checkout(tmp_path):
+    """The adapter's folder is hashed into every later key: the committed base is recorded
+    relative to the project, and PEFT's model card (with the absolute path) is not kept."""
+    import json
+
+    from models.builtin import BUILTIN_BASE, resolve_base
+
+    base, _ = load_lvlm(resolve_base("builtin"), device="cpu")
+    out = _untrained_adapter(base, tmp_path / "a")
+    assert not (out / "README.md").exists()
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "models/builtin/base"
+    assert json.loads((out / "base_model.json").read_text())["base"] == "models/builtin/base"
+    assert str(BUILTIN_BASE.parent) not in "".join(f.read_text() for f in out.glob("*.json"))
+    check_adapter_fits(base, out)  # and it still loads as the adapter it is
