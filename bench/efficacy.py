@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -103,14 +104,12 @@ def _row(label: str, m: dict) -> dict:
 
 def _seed_row(label: str, picks: list[dict]) -> dict:
     """Mean ± sd over seeds of one iteration's metrics (`<k>_sd`, `seeds`)."""
-    rows = [_row(label, m) for m in picks]
-    out: dict[str, Any] = {"row": label, "families": {}, "seeds": len(rows)}
+    out: dict[str, Any] = {"row": label, "families": {}, "seeds": len(picks)}
     for k in COLUMNS:
-        vals = [r[k] for r in rows if k in r]
+        vals = [m[f"eval/{k}"] for m in picks if f"eval/{k}" in m]
         if vals:
-            mean = sum(vals) / len(vals)
-            out[k] = mean
-            out[f"{k}_sd"] = (sum((v - mean) ** 2 for v in vals) / max(len(vals) - 1, 1)) ** 0.5
+            out[k] = statistics.mean(vals)
+            out[f"{k}_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
     return out
 
 

@@ -32,6 +32,7 @@ from data.config_data import (  # noqa: F401  (re-exported: `from data.config im
     Section,
     runtime,
 )
+from data.config_text import format_error, parse_overrides, set_path, yaml_reason
 
 
 class ModelConfig(Section):
@@ -274,65 +275,6 @@ class SRCConfig(Section):
         return self
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {path}: unknown key (value {e['input']!r})")
-        else:
-            value = e.get("input")
-            shown = "" if isinstance(value, dict) else f" (got {value!r})"
-            lines.append(f"  {path}: {e['msg']}{shown}")
-    return "\n".join(lines)
-
-
-def _yaml_reason(e: yaml.YAMLError, with_line: bool = True) -> str:
-    """PyYAML's multi-line error as one clause: what is wrong and where."""
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    mark = getattr(e, "problem_mark", None)
-    where = ""
-    if mark is not None:
-        where = (f" at line {mark.line + 1}," if with_line else " at") + f" column {mark.column + 1}"
-    context = getattr(e, "context", None)
-    return f"{problem}{where}" + (f", {context}" if context else "")
-
-
-def _set_path(tree: dict, path: str, value: Any) -> None:
-    keys = path.split(".")
-    node = tree
-    for i, k in enumerate(keys[:-1]):
-        child = node.get(k)
-        if child is None:
-            child = node[k] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {path}: {'.'.join(keys[: i + 1])} is not a section")
-        node = child
-    node[keys[-1]] = value
-
-
-def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
-    """`["dpo.beta=0.2", "search.mode=sample"]` -> `{"dpo.beta": 0.2, ...}` (YAML-typed values)."""
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    out: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form section.field=value")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise ConfigError(f"override {item!r} has an empty field path")
-        try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as e:  # e.g. an unbalanced flow mapping `{id: qid`
-            raise ConfigError(f"override {item}: the value is not valid YAML ({_yaml_reason(e, False)}); "
-                              "quote the value or close its brackets") from None
-    return out
-
-
 def load_config(
     path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
 ) -> SRCConfig:
@@ -350,7 +292,7 @@ def load_config(
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML ({_yaml_reason(e)})") from None
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML ({yaml_reason(e)})") from None
         except (OSError, UnicodeDecodeError) as e:  # unreadable, or not a text file
             raise ConfigError(f"config file {str(p)!r} cannot be read: "
                               f"{getattr(e, 'strerror', None) or e}") from None
@@ -359,13 +301,13 @@ def load_config(
         tree, source = loaded, str(p)
     parsed = parse_overrides(overrides)
     for key, value in parsed.items():
-        _set_path(tree, key, value)
+        set_path(tree, key, value)
     if parsed:
         source += " + overrides " + ", ".join(f"{k}={v!r}" for k, v in parsed.items())
     try:
         return SRCConfig.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, source)) from None
+        raise ConfigError(format_error(e, source)) from None
 
 
 def _strip_runtime(model: BaseModel) -> dict[str, Any]:

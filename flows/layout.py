@@ -84,7 +84,7 @@ def reader_digest(name: str | None) -> str:
     """
     if not name:
         return ""
-    from models.reader import reader_path
+    from models.builtin import reader_path
 
     return base_ref(reader_path(name), "scorer.reader")["digest"]
 

@@ -19,6 +19,7 @@ BUILTIN_BASE = Path(__file__).resolve().parent / "builtin" / "base"
 BUILTIN_JUDGE = Path(__file__).resolve().parent / "builtin" / "judge"
 # the pointwise ablation's judge: the committed judge trained further on pointwise items too
 BUILTIN_POINTWISE_JUDGE = BUILTIN_JUDGE.with_name("judge-pointwise")
+BUILTIN_READER = BUILTIN_JUDGE.with_name("reader")
 JUDGE_INFO = "src_judge.json"  # how a judge folder was trained: its template must be scored with
 
 
@@ -26,6 +27,12 @@ JUDGE_INFO = "src_judge.json"  # how a judge folder was trained: its template mu
 def resolve_base(name: str) -> str:
     """'builtin' -> the committed base folder; anything else is passed through."""
     return str(BUILTIN_BASE) if name == "builtin" else name
+
+
+def reader_path(name: str) -> str:
+    """`scorer.reader` as a location: 'builtin' -> the committed reader folder; anything else
+    (a folder, a hub id) passes through."""
+    return str(BUILTIN_READER) if name == "builtin" else name
 
 
 def judge_path(name: str, mode: str = "pairwise") -> str:

@@ -30,17 +30,12 @@ from typing import Any
 import torch
 
 from data.scoring import normalize_answer
+from models.builtin import reader_path
 
 READER_PROMPT = "{question}\nRationale: {rationale}\nIt follows:"
 UNCLEAR = "unclear"
-BUILTIN_READER = Path(__file__).resolve().parent / "builtin" / "reader"
 MAX_ANSWER_TOKENS = 8  # ' unclear' is 6 tokens of the built-in tokenizer; answers are 1-3
 Progress = Callable[..., None] | None
-
-
-def reader_path(name: str) -> str:
-    """'builtin' -> the committed reader folder; anything else (folder, hub id) passes through."""
-    return str(BUILTIN_READER) if name == "builtin" else name
 
 
 def reader_prompt(question: str, rationale: str) -> str:

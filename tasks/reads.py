@@ -18,7 +18,7 @@ from typing import Any
 
 from data.config import SRCConfig, stage_signature
 
-ALWAYS = frozenset({"runtime", "tracking", "seed"})
+ALWAYS = frozenset({"runtime", "tracking"})  # `seed` is no section: always readable
 SECTIONS = frozenset(SRCConfig.model_fields) - {"seed"}
 
 

@@ -27,11 +27,10 @@ from data.config import load_config
 from data.reading import candidate_records, reader_records
 from data.scoring import score_shapes
 from data.shapes import generate
-from models.builtin import git_commit
 from tools.judge_bootstrap import adapter_record, adapter_digest, cached_candidates
-from models.builtin import BUILTIN_JUDGE
+from models.builtin import BUILTIN_JUDGE, BUILTIN_READER, git_commit
 from models.reader import (
-    BUILTIN_READER, agreement, load_reader, read_answers, read_candidates, train_reader,
+    agreement, load_reader, read_answers, read_candidates, train_reader,
 )
 
 THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)  # tried on the held-out candidates

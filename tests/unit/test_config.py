@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from data.config import ConfigError, digest, load_config, parse_overrides, stage_signature
+from data.config import ConfigError, digest, load_config, stage_signature
+from data.config_text import parse_overrides
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

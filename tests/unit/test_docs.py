@@ -11,7 +11,10 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTSIDE = ("../shared", "shared/design", "METHOD.md", "NOTES.md", "STYLE.md")
+# the design folder beside the repository and its pages, which a clone does not have; spelled
+# in parts so that this file itself names no path outside the repository
+DESIGN = "/".join(("shared", "design"))
+OUTSIDE = ("/".join(("..", "shared")), DESIGN, *(f"{n}.md" for n in ("METHOD", "NOTES", "STYLE")))
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
@@ -21,10 +24,9 @@ def tracked() -> list[Path]:
 
 
 def test_no_file_refers_outside_the_repository():
-    me = Path(__file__).resolve()
     hits = []
     for f in tracked():
-        if f.resolve() == me or f.suffix in (".png", ".safetensors", ".parquet", ".bin", ".jpg"):
+        if f.suffix in (".png", ".safetensors", ".parquet", ".bin", ".jpg"):
             continue
         try:
             text = f.read_text()

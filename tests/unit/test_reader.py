@@ -8,9 +8,9 @@ import pytest
 from data.config import DataConfig
 from data.reading import reader_records
 from data.shapes import generate
-from models.builtin import BUILTIN_JUDGE
+from models.builtin import BUILTIN_JUDGE, BUILTIN_READER, reader_path
 from models.reader import (
-    BUILTIN_READER, UNCLEAR, agreement, load_reader, read_answers, read_candidates, reader_path,
+    UNCLEAR, agreement, load_reader, read_answers, read_candidates,
     reader_threshold, train_reader,
 )
 
