@@ -31,6 +31,7 @@ import pandas as pd
 
 from data.config import CurationConfig
 from data.scoring import normalize_answer
+from data.schema import CandidateScore, PreferencePair
 
 Rows = pd.DataFrame | Sequence[dict[str, Any]]
 
@@ -196,9 +197,9 @@ def pointwise_scores(rows: Rows) -> pd.DataFrame:
 class CurationResult:
     """Curated pairs, drop counts by reason (all `DROP_REASONS` keys), per-candidate scores."""
 
-    pairs: list[dict[str, Any]]
+    pairs: list[PreferencePair]
     dropped: dict[str, int]
-    scores: list[dict[str, Any]]  # prompt_id, cand_idx, score (answer_only: 1.0 correct / 0.0)
+    scores: list[CandidateScore]  # score (answer_only: 1.0 correct / 0.0)
     n_prompts: int
     kept: int
     kept_frac: float
@@ -286,8 +287,8 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
     judged = {} if answer_only else _judge_scores(pair_rows, point_rows, cands, cfg.weighting)
     fields = [f for f in prompt_fields if f in cands.columns and f != "prompt_id"]
     dropped = dict.fromkeys(DROP_REASONS, 0)
-    pairs: list[dict[str, Any]] = []
-    scores: list[dict[str, Any]] = []
+    pairs: list[PreferencePair] = []
+    scores: list[CandidateScore] = []
     n_prompts = 0
     for _, g in cands.groupby("prompt_id", sort=False):
         n_prompts += 1

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from data.scoring import gold_answer, parse_response, score_shapes
+from data.schema import Candidate
 
 LEVELS = ("correct", "correct_consistent", "correct_consistent_factual")
 MIN_GAIN = 0.02  # best-of-N above greedy by less than this share of prompts: nothing to teach
@@ -33,7 +34,7 @@ def levels(text: str, rec: dict[str, Any]) -> tuple[bool | None, ...]:
     return ok, None, None
 
 
-def headroom(cands: Sequence[dict[str, Any]], greedy: dict[Any, str], records: dict[Any, dict]) -> dict[str, float]:
+def headroom(cands: Sequence[Candidate], greedy: dict[Any, str], records: dict[Any, dict]) -> dict[str, float]:
     """`search/bestofn_<level>`, `search/greedy_<level>` (shares of prompts) and
     `search/headroom` (best-of-N minus greedy at the strictest level measured).
 

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from data.scoring import score_shapes
+from data.schema import Candidate, PairScore, PointScore
 
 
-def judge_items(cands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def judge_items(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
     """One judging item per prompt (first-seen prompt order), candidates in cand_idx order:
     `prompt_id, question, reference, gold, candidates` (texts), `cand_idx`, and `facts`
     when the candidates carry them."""
@@ -48,7 +49,7 @@ def exact_qualities(item: dict[str, Any]) -> list[float]:
     return [score_shapes(t, item["facts"], item["gold"]).quality for t in item["candidates"]]
 
 
-def oracle_pairs(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def oracle_pairs(items: Sequence[dict[str, Any]]) -> list[PairScore]:
     """Pair rows (`data.curation.PAIR_COLUMNS`, both orders) of the exact scorer, one-hot."""
     rows = []
     for it in items:
@@ -62,7 +63,7 @@ def oracle_pairs(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def oracle_points(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def oracle_points(items: Sequence[dict[str, Any]]) -> list[PointScore]:
     """Pointwise rows (`prompt_id, cand_idx, p_good`): quality / 7, the exact scorer's grade."""
     return [{"prompt_id": it["prompt_id"], "cand_idx": k, "p_good": q / 7.0}
             for it in items for k, q in zip(it["cand_idx"], exact_qualities(it))]

@@ -17,9 +17,21 @@ import pandas as pd
 from PIL import Image
 
 
-def write_records(rows: Sequence[dict], path: str | Path) -> int:
-    """Write rows to parquet through a temporary name; returns the row count."""
+def write_records(rows: Sequence[dict], path: str | Path, kind: type | None = None) -> int:
+    """Write rows to parquet through a temporary name; returns the row count. With `kind` (a
+    record TypedDict of data/schema.py), every row must have its columns.
+
+    Raises:
+        TypeError: a row that is not a `kind` record (a stage wrote what the next does not read).
+    """
     path = Path(path)
+    if kind is not None:
+        from data.schema import column_problem
+
+        for i, row in enumerate(rows):
+            problem = column_problem(row.keys(), kind)
+            if problem:
+                raise TypeError(f"{path.name} row {i} is not a {kind.__name__} record: {problem}")
     tmp = path.with_name(path.name + ".tmp")
     pd.DataFrame(list(rows)).to_parquet(tmp, index=False)
     os.replace(tmp, path)

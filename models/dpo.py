@@ -62,6 +62,7 @@ from models.policy import (
     trainer_defaults,
 )
 from data.records import as_image, require_fields
+from data.schema import PreferencePair
 
 WEIGHTED_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "sigmoid_norm", "sft")
 DPO_FIELDS = ("image", "question", "chosen", "rejected")
@@ -203,7 +204,7 @@ class WeightedDPOTrainer(DPOTrainer):
         m["weight/mean"].append(gather(weight).mean().item())
 
 
-def dpo_dataset(pairs: Sequence[dict[str, Any]], with_weights: bool) -> Dataset:
+def dpo_dataset(pairs: Sequence[PreferencePair], with_weights: bool) -> Dataset:
     """TRL vision preference dataset from curated pair records.
 
     Raises:
@@ -235,7 +236,7 @@ def dpo_dataset(pairs: Sequence[dict[str, Any]], with_weights: bool) -> Dataset:
 def train_dpo(
     model: PreTrainedModel,
     processor: ProcessorMixin,
-    pairs: Sequence[dict[str, Any]],
+    pairs: Sequence[PreferencePair],
     cfg: DPOConfig,
     out_dir: str | Path,
     seed: int,

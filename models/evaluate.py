@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from data.config import EvalConfig, ScorerConfig
 from data.metrics import OPTIONAL, score_records, summarize
 from data.scoring import gold_answer, parse_response
+from data.schema import EvalRow, Example
 from models.generation import generate_greedy
 
 Judge = tuple[Any, Any, ScorerConfig]  # (model, tokenizer, its config section)
@@ -65,7 +66,7 @@ def evaluate_policy(
     return summary, rows
 
 
-def answer_rows(records: Sequence[dict], responses: Sequence[str]) -> list[dict]:
+def answer_rows(records: Sequence[Example], responses: Sequence[str]) -> list[EvalRow]:
     """Per-response rows scored against the gold answer only; consistency/factuality None."""
     rows = []
     for i, (r, resp) in enumerate(zip(records, responses)):

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from data.scoring import normalize_answer
+from data.schema import Candidate, ReaderMark
 from models.builtin import reader_path
 
 READER_PROMPT = "{question}\nRationale: {rationale}\nIt follows:"
@@ -76,8 +77,8 @@ def read_answers(model: Any, tokenizer: Any, questions: Sequence[str], rationale
     return answers, confidence
 
 
-def read_candidates(model: Any, tokenizer: Any, cands: Sequence[dict], threshold: float = 0.0,
-                    batch_size: int = 128, progress: Progress = None) -> list[dict]:
+def read_candidates(model: Any, tokenizer: Any, cands: Sequence[Candidate], threshold: float = 0.0,
+                    batch_size: int = 128, progress: Progress = None) -> list[ReaderMark]:
     """One row per candidate: prompt_id, cand_idx, read (the reader's answer; None for an
     unparsable candidate), confidence, and supported: the reader reads the candidate's own
     answer with confidence >= threshold (None if unparsable)."""

@@ -38,6 +38,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from data.config import DataConfig, ScorerConfig
 from data.perturb import pair_records, point_records
+from data.schema import PairScore, PointScore
 from data.prompts import (
     PAIRWISE, POINTWISE, VERDICTS, clean_candidate, cut, fair_caps, format_input, template_segments,
 )
@@ -259,7 +260,7 @@ def items_rows(tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
 
 
 def score_pairs(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
-                progress: Progress = None) -> list[dict[str, Any]]:
+                progress: Progress = None) -> list[PairScore]:
     """All N(N-1)/2 pairs of each prompt's candidates, both orders: the rows curation eats.
 
     Items: `prompt_id, question, reference, candidates` (list of texts), optional `gold`
@@ -274,7 +275,7 @@ def score_pairs(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerCo
 
 
 def score_points(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerConfig,
-                 progress: Progress = None) -> list[dict[str, Any]]:
+                 progress: Progress = None) -> list[PointScore]:
     """Pointwise mode (ablation): rows `prompt_id, cand_idx, p_good`, softmax over Good/Bad."""
     keys, rows = items_rows(tokenizer, items, cfg, POINTWISE)
     probs = verdict_probs(model, tokenizer, rows, VERDICTS[POINTWISE], cfg.batch_size, progress)

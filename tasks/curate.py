@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
+from data.schema import CandidateScore, PreferencePair
 from tasks.common import config_of, log, stage_task
 from tasks.store import produce, write_json
 
@@ -32,8 +33,8 @@ def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path) -> di
             kwargs["point_rows"] = read_records(point_file)
     result = curate(cands, kwargs.pop("pair_rows", None), cfg.curation,
                     point_rows=kwargs.get("point_rows"), prompt_fields=("question", "gold"))
-    write_records(result.pairs, out / "preference_pairs.parquet")
-    write_records(result.scores, out / "candidate_scores.parquet")
+    write_records(result.pairs, out / "preference_pairs.parquet", PreferencePair)
+    write_records(result.scores, out / "candidate_scores.parquet", CandidateScore)
     metrics = result.metrics()
     write_json(out / "metrics.json", {"metrics": metrics, "dropped": result.dropped})
     log()(f"[curate] kept {result.kept}/{result.n_prompts}, dropped {result.dropped}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
+from data.schema import EvalRow
 from tasks.common import config_of, load_policy, progress_logger, stage_task
 from tasks.store import produce, write_json
 
@@ -46,8 +47,8 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
     summary, rows = evaluate_policy(model, processor, records, cfg.eval, progress_logger("eval"),
                                     judge=scorer, rationales=rationales)
     write_json(out / "metrics.json", summary)
-    write_records(rows, out / "scores.parquet")
-    write_records(rows[: cfg.eval.n_samples], out / "samples.parquet")
+    write_records(rows, out / "scores.parquet", EvalRow)
+    write_records(rows[: cfg.eval.n_samples], out / "samples.parquet", EvalRow)
     return {"metrics": {k: v for k, v in summary.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)}}
 

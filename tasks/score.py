@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
+from data.schema import PairScore, PointScore, ReaderMark
 from tasks.common import config_of, progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
 from tasks.store import drop_partial, produce, shard_file
@@ -71,7 +72,7 @@ def read_candidates(cfg, cands: list[dict], out: Path) -> dict:
         raise ValueError(f"scorer.reader: {err}") from err
     threshold = reader_threshold(cfg.scorer.reader, cfg.scorer.reader_threshold)
     rows = read(model, tokenizer, cands, threshold, cfg.scorer.batch_size, progress_logger("read"))
-    write_records(rows, out / "reader.parquet")
+    write_records(rows, out / "reader.parquet", ReaderMark)
     said = [r["supported"] for r in rows if r["supported"] is not None]
     meta = {"reader/supported_share": sum(said) / len(said) if said else None,
             "reader/threshold": threshold}
@@ -116,9 +117,9 @@ def _write(cfg, rows: list[dict], cands: list[dict], out: Path) -> dict:
     from data.perturb import onpolicy_agreement, slot_bias
 
     if cfg.scorer.mode == "pointwise":
-        write_records(rows, out / "pointwise_scores.parquet")
+        write_records(rows, out / "pointwise_scores.parquet", PointScore)
         return {"n_rows": len(rows), "flip_rate": None}
-    write_records(rows, out / "pairwise_scores.parquet")
+    write_records(rows, out / "pairwise_scores.parquet", PairScore)
     meta = {"n_rows": len(rows), "flip_rate": flip_rate(rows) if rows else None,
             "slot_bias": slot_bias(rows) if rows else None}
     meta.update(onpolicy_agreement(rows, cands))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
+from data.schema import Candidate, Greedy
 from tasks.common import config_of, load_policy, log, progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
 from tasks.store import drop_partial, produce, shard_file, sharded
@@ -87,7 +88,7 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
         src = by_id[c["prompt_id"]]
         c.update(gold=src["answer"], question=src["question"], reference=src.get("reference"),
                  facts=src.get("facts"), family=src.get("family"))
-    n = write_records(cands, out / "candidates.parquet")
+    n = write_records(cands, out / "candidates.parquet", Candidate)
     return {"n_candidates": n, "n_prompts": len(rows), "headroom": _headroom(cfg, policy, base, chain, rows,
                                                                               items, cands, out)}
 
@@ -105,7 +106,7 @@ def _headroom(cfg, policy: list, base: dict, chain: list[dict], rows: list[dict]
     s = cfg.search
     texts = generate_greedy(model, processor, [it["image"] for it in items], [it["question"] for it in items],
                             max_new_tokens=s.max_sentences * s.max_sentence_tokens, batch_size=s.batch_size)
-    write_records([{"prompt_id": it["prompt_id"], "text": t} for it, t in zip(items, texts)], out / "greedy.parquet")
+    write_records([{"prompt_id": it["prompt_id"], "text": t} for it, t in zip(items, texts)], out / "greedy.parquet", Greedy)
     metrics = headroom(cands, {it["prompt_id"]: t for it, t in zip(items, texts)}, {r["id"]: r for r in rows})
     say = log()
     say("[search] headroom " + " ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items()))
