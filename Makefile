@@ -11,13 +11,7 @@ SHELL       := /bin/bash
 QUIET_PIP   := 2>&1 | { grep -v "is ignored" || true; }
 STAMP       := $(VENV)/.installed
 
-export HF_HUB_OFFLINE ?= 1
-export TRANSFORMERS_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
-export MLFLOW_DISABLE_TELEMETRY ?= true
-export DO_NOT_TRACK ?= 1
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export TOKENIZERS_PARALLELISM ?= false
+# The offline and Prefect environment defaults: tasks/environment.py, applied by each entry point.
 
 .PHONY: setup run test lint clean bootstrap bootstrap-judge bootstrap-reader stages bench bench-quick browser
 

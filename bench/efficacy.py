@@ -46,7 +46,7 @@ def run_pipeline(name: str, overrides: list[str], state: Path, out: Path, config
     log = out / f"run-{name}.log"
     env = {**os.environ, "SRC_STATE_DIR": str(state), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--config", config, *overrides,
+    cmd = [sys.executable, "-m", "cli.main", "run", "--config", config, *overrides,
            "--summary-json", str(summary)]
     t0 = time.time()
     with open(log, "w") as fh:

@@ -220,6 +220,8 @@ class TrackingConfig(Section):
     tracking_uri: str | None = Field(
         None, description="MLflow URI; default: $MLFLOW_TRACKING_URI, else a local SQLite store"
     )
+    backend: Literal["mlflow", "none"] = Field(
+        "mlflow", description="'mlflow', or 'none': record nothing (no resume, no retraining)")
 
 
 class RuntimeConfig(Section):

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import tasks.common  # noqa: F401  (sets Prefect's result storage before prefect is used)
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
@@ -22,20 +21,13 @@ from prefect.runtime import flow_run
 from data.config import SRCConfig, digest, stage_signature
 from data.metrics import format_table
 from data.validate import DataError
-from flows.layout import (
-    base_ref,
-    judge_ref,
-    reader_digest,
-    eval_metrics,
-    git_commit,
-    log_iteration,
-    metrics_table,
-    resolve_start,
-)
 from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
+from models.builtin import git_commit
+from tasks.layout import eval_metrics, log_iteration, metrics_table, resolve_start
 from tasks.reads import signature
+from tasks.refs import base_ref, judge_ref, reader_digest
 from tasks.store import lookup, stage_key
-from tasks.tracking import MLflowTracker
+from tasks.tracking import Tracker, make_tracker
 
 
 def task_key(module: Any, cfg: SRCConfig, inputs: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
@@ -93,7 +85,7 @@ def stage_timing(calls: list[dict], wall: float) -> dict:
             "built": sum(c["built"] for c in calls), "reused": sum(not c["built"] for c in calls)}
 
 
-def log_report(tracker, parent: str, run: Any, cfg: SRCConfig, c: dict, w: dict, eb: dict,
+def log_report(tracker: Tracker, parent: str, run: Any, cfg: SRCConfig, c: dict, w: dict, eb: dict,
                shown: list[dict], base_metrics: dict) -> Path:
     """Build (or reuse) the run's `report.html` and log it, with its PNG plots under `report/`;
     returns the page's path in the store."""
@@ -116,11 +108,16 @@ def log_report(tracker, parent: str, run: Any, cfg: SRCConfig, c: dict, w: dict,
     return folder / "report.html"
 
 
-def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
+def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker: Tracker | None = None,
                  config_path: str | None = None) -> dict:
-    """The whole SRC loop; returns {"parent_run_id", "iterations": [metrics per iteration]}."""
+    """The whole SRC loop; returns {"parent_run_id", "iterations": [metrics per iteration]}.
+    `tracker` defaults to the one of `tracking.backend` (tasks/tracking.py)."""
     say = get_run_logger().info
-    tracker = tracker or MLflowTracker(cfg.tracking.experiment, cfg.tracking.tracking_uri)
+    tr = cfg.tracking
+    tracker = tracker or make_tracker(tr.experiment, tr.tracking_uri, tr.backend)
+    if start_from and not tracker.uri:
+        raise ValueError("start_from: tracking.backend=none records no runs, so there is none to "
+                         "resume from: use tracking.backend=mlflow")
     c = cfg.model_dump(mode="json")
     t0 = time.time()
     calls: list[dict] = []  # every stage call: its wall time here, and the stage's own build time
@@ -228,15 +225,17 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker=None,
                    if shown else None)
     tracker.log_dict(parent, {"iterations": results, "timing": timing}, "summary.json")
     tracker.end_run(parent)
-    uri = getattr(tracker, "uri", "")
+    uri = tracker.uri
     create_markdown_artifact(
         key="src-summary",
-        markdown=f"# SRC pipeline run `{parent}`\n\nMLflow: `{uri}` (parent run `{parent}`)\n\n{table}\n",
+        markdown=(f"# SRC pipeline run `{parent}`\n\n"
+                  + (f"MLflow: `{uri}` (parent run `{parent}`)" if uri else "not tracked (tracking.backend=none)")
+                  + f"\n\n{table}\n"),
         description="per-iteration held-out metrics",
     )
     return {"parent_run_id": parent, "iterations": results, "wall_seconds": wall, "table": table,
             "timing": timing, "chain": [r["path"] for r in chain], "base_metrics": base_metrics,
-            "tracking_uri": uri, "experiment_id": getattr(tracker, "experiment_id", None),
+            "tracking_uri": uri, "experiment_id": tracker.experiment_id,
             "base_table": format_table(base_summary), "report": str(report_page),
             "measured_by": measured_by, "rejected": w["meta"].get("rejected", {}),
             "rejected_report": str(Path(w["path"]) / world.REJECTED)}

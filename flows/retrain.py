@@ -1,13 +1,13 @@
 """Retraining from the champion policy: continue SRC from the best policy so far and move the
 `champion` alias only when held-out accuracy improves.
 
-    src retrain --config configs/builtin.yaml [section.field=value ...]   # flows/cli.py
+    src retrain --config configs/builtin.yaml [section.field=value ...]   # cli/main.py
     prefect deployment run src-iterate/retrain      # the scheduled deployment (prefect.yaml)
 
 The champion is the version of the registered model `<tracking.experiment>-policy` (or
 `registered_model`) that carries the alias `champion` in the MLflow Model Registry. A policy is
 the base plus the adapter chain of iterations 0..t of a pipeline run and of the runs it
-continued from (flows/layout.py), so a version's tags say where it lives and how good it was:
+continued from (tasks/layout.py), so a version's tags say where it lives and how good it was:
 
     src.pipeline_run_id, src.iteration   -> start_from=<pipeline run id>:<iteration>
     src.eval_accuracy, src.eval_accuracy_se, src.heldout_signature, src.base_digest
@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
-
     from data.config import SRCConfig
+    from tasks.tracking import Tracker
 
 ALIAS = "champion"
 DECISIONS = ("initial", "promote", "keep")
@@ -115,39 +114,29 @@ def heldout_signature(cfg: SRCConfig) -> str:
                    "model": model, "seed": cfg.seed})[:16]
 
 
-def get_champion(client: MlflowClient, name: str) -> dict | None:
+def get_champion(tracker: Tracker, name: str) -> dict | None:
     """The champion version as a plain dict, or None (no registered model or no alias)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        rm = client.get_registered_model(name)
-    except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    if ALIAS not in (rm.aliases or {}):
+    mv = tracker.version_by_alias(name, ALIAS)
+    if mv is None:
         return None
-    mv = client.get_model_version_by_alias(name, ALIAS)
-    tags = dict(mv.tags)
+    tags = mv["tags"]
     missing = [k for k in ("src.pipeline_run_id", "src.iteration", "src.eval_accuracy")
                if k not in tags]
     if missing:
-        raise ValueError(f"registered model {name!r} version {mv.version} (alias {ALIAS!r}) lacks "
+        raise ValueError(f"registered model {name!r} version {mv['version']} (alias {ALIAS!r}) lacks "
                          f"tags {missing}: it was not registered by a retraining run; move the "
                          f"alias to a version that has them or use another registered_model")
-    # a SQLite store answers int versions, a tracking server strings
-    return {"version": str(mv.version), "source": mv.source, "run_id": mv.run_id, "tags": tags,
-            "start": f"{tags['src.pipeline_run_id']}:{tags['src.iteration']}",
+    return {**mv, "start": f"{tags['src.pipeline_run_id']}:{tags['src.iteration']}",
             "score": Score(float(tags["src.eval_accuracy"]),
                            float(tags.get("src.eval_accuracy_se", 0.0)))}
 
 
-def _adapter_source(client: MlflowClient, iterations: list[dict], best: dict,
+def _adapter_source(tracker: Tracker, iterations: list[dict], best: dict,
                     champion: dict | None) -> tuple[str, str]:
     """(source URI, run id) of the best policy's last adapter. An iteration whose DPO was
     skipped (no pairs kept) has no adapter: its policy is the previous iteration's."""
     for r in sorted(iterations, key=lambda r: -r["iteration"]):
-        if r["iteration"] <= best["iteration"] and client.list_artifacts(r["run_id"], "adapter"):
+        if r["iteration"] <= best["iteration"] and tracker.has_artifacts(r["run_id"], "adapter"):
             return f"runs:/{r['run_id']}/adapter", r["run_id"]
     if champion is None:
         raise ValueError(f"iteration {best['iteration']} of run {best['run_id']} has no adapter "
@@ -155,32 +144,22 @@ def _adapter_source(client: MlflowClient, iterations: list[dict], best: dict,
     return champion["source"], champion["run_id"]
 
 
-def register(client: MlflowClient, name: str, source: tuple[str, str], tags: dict[str, str],
+def register(tracker: Tracker, name: str, source: tuple[str, str], tags: dict[str, str],
              description: str) -> str:
     """A new version of `name` (created on first use) with the alias moved to it."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        client.create_registered_model(
-            name, tags={"src.kind": "policy"},
-            description=f"SRC policies; alias `{ALIAS}` = the best so far (flows/retrain.py). "
-                        "A version's tags src.pipeline_run_id and src.iteration give "
-                        "start_from=<run id>:<iteration>.")
     uri, run_id = source
-    mv = client.create_model_version(name, source=uri, run_id=run_id, tags=tags,
-                                     description=description)
-    client.set_registered_model_alias(name, ALIAS, mv.version)
-    return str(mv.version)
+    return tracker.register_version(
+        name, ALIAS, uri, run_id, tags, description,
+        model_description=f"SRC policies; alias `{ALIAS}` = the best so far (flows/retrain.py). "
+                          "A version's tags src.pipeline_run_id and src.iteration give "
+                          "start_from=<run id>:<iteration>.")
 
 
-def _reevaluate(cfg: SRCConfig, spec: str, tracker: Any) -> Score:
+def _reevaluate(cfg: SRCConfig, spec: str, tracker: Tracker) -> Score:
     """Held-out accuracy of the policy at `<run id>:<t>` on the current config's held-out set
     (cached stage tasks, so a repeat costs nothing)."""
-    from flows.layout import base_ref, resolve_start
+    from tasks.layout import resolve_start
+    from tasks.refs import base_ref
     from flows.pipeline import eval_key, task_key
     from tasks import evaluate, world
 
@@ -194,7 +173,7 @@ def _reevaluate(cfg: SRCConfig, spec: str, tracker: Any) -> Score:
     return Score(float(summary["accuracy"]), float(summary.get("accuracy_se", 0.0)))
 
 
-def champion_baseline(cfg: SRCConfig, tracker: Any, name: str, base: str,
+def champion_baseline(cfg: SRCConfig, tracker: Tracker, name: str, base: str,
                       say: Callable[[str], None]) -> tuple[dict | None, Score | None, bool]:
     """The champion, its accuracy on the current held-out set, and whether that needed a
     re-evaluation (the data/eval config changed since it was registered).
@@ -202,7 +181,7 @@ def champion_baseline(cfg: SRCConfig, tracker: Any, name: str, base: str,
     Raises:
         ValueError: the champion grew on another base model (its adapters do not fit).
     """
-    champion = get_champion(tracker.client, name)
+    champion = get_champion(tracker, name)
     if not champion:
         say(f"no champion of {name!r} at {tracker.uri}: running a fresh pipeline")
         return None, None, False
@@ -220,20 +199,24 @@ def champion_baseline(cfg: SRCConfig, tracker: Any, name: str, base: str,
     return champion, score, reevaluated
 
 
-def retrain_pipeline(cfg: SRCConfig, registered_model: str | None = None, tracker: Any = None,
+def retrain_pipeline(cfg: SRCConfig, registered_model: str | None = None, tracker: Tracker | None = None,
                      config_path: str | None = None, min_improvement: float = 0.0) -> dict:
     """One retraining run (see the module docstring); returns run_pipeline's result plus
     `retrain`: the decision record also logged as `retrain_decision.json`."""
     from prefect import get_run_logger
     from prefect.artifacts import create_markdown_artifact
 
-    from flows.layout import base_ref
+    from tasks.refs import base_ref
     from flows.pipeline import run_pipeline
-    from tasks.tracking import MLflowTracker
+    from tasks.tracking import make_tracker
 
     say = get_run_logger().info
-    tracker = tracker or MLflowTracker(cfg.tracking.experiment, cfg.tracking.tracking_uri)
-    client, name = tracker.client, registered_model or policy_model_name(cfg)
+    t = cfg.tracking
+    tracker = tracker or make_tracker(t.experiment, t.tracking_uri, t.backend)
+    if not tracker.uri:
+        raise ValueError("retraining keeps its champion in the MLflow Model Registry, and "
+                         "tracking.backend=none records nothing: use tracking.backend=mlflow")
+    name = registered_model or policy_model_name(cfg)
     base = base_ref(cfg.model.base)["digest"]
     champion, before, reevaluated = champion_baseline(cfg, tracker, name, base, say)
     spec = champion["start"] if champion else None
@@ -241,7 +224,7 @@ def retrain_pipeline(cfg: SRCConfig, registered_model: str | None = None, tracke
     result = run_pipeline(cfg, start_from=spec, tracker=tracker, config_path=config_path)
     parent, best = result["parent_run_id"], best_iteration(result["iterations"])
     decision = decide(score_of(best["metrics"]) if best else None, before, min_improvement)
-    now = get_champion(client, name) if decision.action == "promote" else None
+    now = get_champion(tracker, name) if decision.action == "promote" else None
     if now and now["version"] != champion["version"]:  # another run promoted meanwhile
         decision = Decision("keep", f"{decision.reason}; but the champion moved to "
                                     f"v{now['version']} during this run: not overriding it")
@@ -253,8 +236,8 @@ def retrain_pipeline(cfg: SRCConfig, registered_model: str | None = None, tracke
                 "src.eval_accuracy_se": repr(cand.se), "src.heldout_signature":
                 heldout_signature(cfg), "src.base_digest": base, "src.start_from": spec or "",
                 "src.decision": decision.action}
-        source = _adapter_source(client, result["iterations"], best, champion)
-        version = register(client, name, source, tags,
+        source = _adapter_source(tracker, result["iterations"], best, champion)
+        version = register(tracker, name, source, tags,
                            f"the policy at iteration {best['iteration']} of pipeline run "
                            f"{parent} (start_from={parent}:{best['iteration']}); {decision.reason}")
     record: dict[str, Any] = {

@@ -7,7 +7,6 @@ retraining from the registered champion (flows/retrain.py).
 
 from __future__ import annotations
 
-import tasks.common  # noqa: F401  (sets Prefect's result storage before prefect is used)
 from prefect import flow, get_run_logger
 
 from data.config import dump_config, load_config

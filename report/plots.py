@@ -1,5 +1,5 @@
 """Figures and tables of per-iteration metrics, shared by the iteration report (report/page.py)
-and `src compare` (flows/compare.py): the same panels in both.
+and `src compare` (cli/compare.py): the same panels in both.
 
 Rows are `{"run_id", "run_name", "iteration", "metrics": {name: value}}`; a run's metric
 `<name>_se`, when present, is its standard error. Matplotlib's Agg canvas only: no display,

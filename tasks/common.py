@@ -17,22 +17,12 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
-from tasks.store import state_dir
+import logging
 
-# Prefect reads these at import: results persist to an absolute folder in the state dir, so
-# the cross-run cache survives the process (Prefect caches only results it persisted).
-os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
-os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(state_dir() / "prefect-results"))
-os.environ.setdefault("PREFECT_HOME", str(state_dir() / "prefect"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+from prefect import get_run_logger, task
 
-import logging  # noqa: E402
-
-from prefect import get_run_logger, task  # noqa: E402
-
-from data.config import ConfigError, SRCConfig  # noqa: E402
-from data.validate import DataError  # noqa: E402
+from data.config import ConfigError, SRCConfig
+from data.validate import DataError
 
 # A user's mistake (bad rows, a bad config value): its message names the problem, the CLI
 # prints it as `error: ...` lines, and a traceback from Prefect would only bury it.

@@ -37,6 +37,11 @@ def default_artifact_root() -> str:
 
 
 class Tracker(Protocol):
+    """What the flows write (runs, metrics, artifacts) and read back (resume: a run's
+    iterations and artifacts; retraining: the champion in a model registry)."""
+
+    uri: str  # where it records, for messages ("" = nowhere)
+    experiment_id: str | None
     def start_run(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str: ...
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_params(self, run_id: str, params: dict[str, Any]) -> None: ...
@@ -45,10 +50,23 @@ class Tracker(Protocol):
     def log_table(self, run_id: str, rows: list[dict], artifact_file: str) -> None: ...
     def log_dict(self, run_id: str, obj: dict, artifact_file: str) -> None: ...
     def end_run(self, run_id: str, status: str = "FINISHED") -> None: ...
+    # read back: LookupError for a run that is not there
+    def run_tags(self, run_id: str) -> dict[str, str]: ...
+    def child_runs(self, run_id: str, tags: dict[str, str]) -> dict[str, dict[str, str]]: ...
+    def has_artifacts(self, run_id: str, path: str) -> bool: ...
+    def download_artifacts(self, run_id: str, path: str, dest: Path) -> None: ...
+    # the model registry: a version is {"version", "source", "run_id", "tags"}
+    def version_by_alias(self, name: str, alias: str) -> dict | None: ...
+    def register_version(self, name: str, alias: str, source: str, run_id: str, tags: dict[str, str],
+                         description: str, model_description: str) -> str: ...
 
 
 class NullTracker:
-    """Same signatures as MLflowTracker; records nothing."""
+    """Same signatures as MLflowTracker; records nothing (`tracking.backend=none`), so it has
+    no run to resume from and no registry: reading back raises LookupError saying so."""
+
+    uri, experiment_id = "", None
+    WHY = "tracking.backend=none records no runs: use tracking.backend=mlflow to resume or retrain"
 
     def start_run(self, name, tags, parent_id=None):
         return "null"
@@ -73,6 +91,29 @@ class NullTracker:
 
     def end_run(self, run_id, status="FINISHED"):
         pass
+
+    def run_tags(self, run_id):
+        raise LookupError(f"no run {run_id!r}: {self.WHY}")
+
+    def child_runs(self, run_id, tags):
+        raise LookupError(f"no run {run_id!r}: {self.WHY}")
+
+    def has_artifacts(self, run_id, path):
+        return False
+
+    def download_artifacts(self, run_id, path, dest):
+        raise LookupError(f"no artifact {path!r} of run {run_id!r}: {self.WHY}")
+
+    def version_by_alias(self, name, alias):
+        return None
+
+    def register_version(self, name, alias, source, run_id, tags, description, model_description):
+        raise LookupError(f"cannot register {name!r}: {self.WHY}")
+
+
+def make_tracker(experiment: str, tracking_uri: str | None, backend: str = "mlflow") -> Tracker:
+    """The tracker of `tracking.backend`: MLflow (default) or none."""
+    return NullTracker() if backend == "none" else MLflowTracker(experiment, tracking_uri)
 
 
 @contextlib.contextmanager
@@ -153,3 +194,59 @@ class MLflowTracker:
 
     def end_run(self, run_id, status="FINISHED"):
         self.client.set_terminated(run_id, status=status)
+
+    def run_tags(self, run_id):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_run(run_id).data.tags)
+        except MlflowException as e:  # an unknown id
+            raise LookupError(f"no MLflow run {run_id!r} at {self.uri}") from e
+
+    def child_runs(self, run_id, tags):
+        exp = self.client.get_run(run_id).info.experiment_id
+        where = " and ".join([f"tags.mlflow.parentRunId = '{run_id}'"] +
+                             [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
+        return {r.info.run_id: dict(r.data.tags) for r in self.client.search_runs([exp], filter_string=where)}
+
+    def has_artifacts(self, run_id, path):
+        return bool(self.client.list_artifacts(run_id, path))
+
+    def download_artifacts(self, run_id, path, dest):
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(self.client.download_artifacts(run_id, path, tmp), dest)
+
+    def version_by_alias(self, name, alias):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            rm = self.client.get_registered_model(name)
+        except MlflowException as e:
+            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        if alias not in (rm.aliases or {}):
+            return None
+        mv = self.client.get_model_version_by_alias(name, alias)
+        # a SQLite store answers int versions, a tracking server strings
+        return {"version": str(mv.version), "source": mv.source, "run_id": mv.run_id, "tags": dict(mv.tags)}
+
+    def register_version(self, name, alias, source, run_id, tags, description, model_description):
+        """A new version of `name` (the registered model is created on first use) with `alias`
+        moved to it; returns the version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            self.client.create_registered_model(name, tags={"src.kind": "policy"},
+                                                description=model_description)
+        mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=tags,
+                                              description=description)
+        self.client.set_registered_model_alias(name, alias, mv.version)
+        return str(mv.version)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from data.records import write_records
+from data.schema import Example, RejectedRow
 from data.shapes import generate
 from data.validate import DataError, Limits, check_lengths, check_share, find_leaks
 from tasks.common import config_of, log, stage_task
@@ -29,7 +30,7 @@ READS = ("data", "model.base", "model.trust_remote_code", "rationale_sft.source"
 SPLITS = ("rationale", "pool", "eval", "scorer")
 TRAIN_SPLITS = ("rationale", "pool", "scorer")  # what eval rows must not appear in
 REJECTED = "rejected_rows.parquet"
-REJECT_COLUMNS = ("split", "file", "row", "id", "field", "reason")
+REJECT_COLUMNS = tuple(RejectedRow.__annotations__)  # data/schema.py
 CAP_FIELDS = {"rationale": "data.n_rationale", "pool": "data.n_pool", "eval": "data.n_eval",
               "scorer": "scorer.n_train_items"}
 # a model folder's files that decide token counts: config, tokenizer, processor, chat template
@@ -231,7 +232,7 @@ def build_world(cfg_dict: dict, out: Path, key: str = "") -> dict:
                  "scorer": cfg.scorer.n_train_items}
         splits = {s: generate(s, sizes[s], d, cfg.seed) for s in SPLITS}
         rejected = []
-    counts = {s: write_records(splits[s], out / f"{s}.parquet") for s in SPLITS}
+    counts = {s: write_records(splits[s], out / f"{s}.parquet", Example) for s in SPLITS}
     _write_rejected(rejected, out / REJECTED)
     by_split = {s: len({r["row"] for r in rejected if r["split"] == s}) for s in SPLITS}
     log()(f"[world] {counts}; rejected rows {by_split}")

@@ -13,21 +13,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN_BASE = ROOT / "models" / "builtin" / "base"
 
-for key, value in {
-    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false",
-    # tiny models: one thread is as fast, and two thrash when the box is shared
-    "OMP_NUM_THREADS": "1",
-}.items():
-    os.environ.setdefault(key, value)
+from tasks.environment import apply_defaults, prefect_defaults  # noqa: E402
+
+# the test session is an entry point: the project's defaults, set before any test module
+# imports prefect or transformers
+apply_defaults()
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread is as fast, two thrash
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-# Set by tasks/common.py when a test module imports it: they point at the default state dir
-# and must not leak into the `src` processes a test starts for its own state dir.
-STATE_BOUND = ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH", "PREFECT_API_URL",
-               "MLFLOW_TRACKING_URI", "SRC_STATE_DIR")
+# They point at the session's state dir and must not leak into the `src` processes a test
+# starts for its own state dir (each sets its own from SRC_STATE_DIR).
+STATE_BOUND = (*prefect_defaults(Path(".")), "PREFECT_API_URL", "MLFLOW_TRACKING_URI", "SRC_STATE_DIR")
 
 
 def run_env(state: Path) -> dict[str, str]:

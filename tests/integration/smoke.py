@@ -26,7 +26,7 @@ ITER_ARTIFACTS = {"candidates.parquet", "pairwise_scores.parquet", "preference_p
 
 def src_run(state: Path, *args: str, start_from: str | None = None, timeout: int = 600):
     env = run_env(state)
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml", *args]
+    cmd = [sys.executable, "-m", "cli.main", "run", "--config", "configs/smoke.yaml", *args]
     if start_from:
         cmd += ["--start-from", start_from]
     t0 = time.time()

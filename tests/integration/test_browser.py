@@ -1,6 +1,6 @@
 """The MLflow UI and the iteration report of the shared smoke run, in a real headless Chromium.
 
-Starts the MLflow server exactly as `src up` does (flows/services.py) on 127.0.0.1 over the
+Starts the MLflow server exactly as `src up` does (cli/services.py) on 127.0.0.1 over the
 smoke run's store, drives Debian's chromium through its chromedriver (selenium), and checks
 what a person would look for: the pipeline run with its iteration runs, their metrics, and
 `report.html` in the artifact viewer with every plot drawn. The browser is kept off the
@@ -61,8 +61,8 @@ def ui(first_run):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from flows.procs import http_ok
-    from flows.services import Stack, commands
+    from cli.procs import http_ok
+    from cli.services import Stack, commands
 
     state = first_run["state"]
     port = free_port()

@@ -1,6 +1,6 @@
 """`src compare` on a real MLflow SQLite store holding two synthetic pipeline runs.
 
-The runs follow the layout of flows/layout.py (parent `src.role=pipeline`, children
+The runs follow the layout of tasks/layout.py (parent `src.role=pipeline`, children
 `src.role=iteration`, `src.iteration=<t>`, metrics at step t); compare reads nothing else, so
 no model is trained here.
 """
@@ -13,7 +13,7 @@ import csv
 
 import pytest
 
-from flows.compare import add_commands, collect, format_table, plot, render_html
+from cli.compare import add_commands, collect, format_table, plot, render_html
 
 EXPERIMENT = "src-compare-test"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

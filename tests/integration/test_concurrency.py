@@ -20,7 +20,7 @@ def test_three_runs_at_once_share_what_they_may_and_nothing_else(base_model, tmp
     state = tmp_path / "state"
     procs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        cmd = [sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml",
+        cmd = [sys.executable, "-m", "cli.main", "run", "--config", "configs/smoke.yaml",
                f"model.base={base_model}", f"seed={seed}", "iterate.iterations=1",
                "runtime.num_threads=1", "--summary-json", str(tmp_path / f"{name}.json")]
         procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=run_env(state), stdout=subprocess.PIPE,

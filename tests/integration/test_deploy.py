@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import free_port
 
-from flows import services
+from cli import services
 
 pytestmark = pytest.mark.slow
 

@@ -57,6 +57,21 @@ def test_layout_of_a_pipeline_run(first_run):
     assert "?workflowType=machine_learning" in first_run["stdout"]  # the run's page, not GenAI traces
 
 
+def test_every_stage_record_is_of_its_kind(first_run):
+    """Each parquet file a stage stored has the columns of its record kind (data/schema.py)."""
+    import pyarrow.parquet as pq
+
+    from data.schema import FILES, column_problem
+
+    seen = {}
+    for f in sorted((first_run["state"] / "stages").glob("*/*/*.parquet")):
+        if f.name in FILES:
+            seen[f.name] = column_problem(pq.read_schema(f).names, FILES[f.name])
+    assert set(seen) >= {"eval.parquet", "candidates.parquet", "pairwise_scores.parquet",
+                         "preference_pairs.parquet", "samples.parquet", "rejected_rows.parquet"}
+    assert {name: why for name, why in seen.items() if why} == {}
+
+
 def test_the_run_log_is_for_people(first_run):
     """No bytecode listing (dill's disassembly, caught by Prefect's print capture when the flow
     logged prints), no library FutureWarning per training or adapter load, no weight-loading
@@ -95,6 +110,25 @@ def test_identical_rerun_is_fully_cached(first_run, tmp_path):
     assert sorted(children(client, exp, runs[-1].info.run_id)) == [0, 1, 2]
 
 
+def test_the_flow_runs_end_to_end_with_the_null_tracker(first_run, tmp_path):
+    """tracking.backend=none: the same flow and stage outputs (all reused), nothing recorded;
+    resuming, which reads runs back, says why it cannot."""
+    _, _, before = pipeline_runs(first_run["state"])
+    proc, _ = src_run(first_run["state"], f"model.base={first_run['base']}", *SMALL,
+                      "tracking.backend=none", "--summary-json", str(tmp_path / "s.json"))
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["tracking_uri"] == "" and "not tracked: tracking.backend=none" in proc.stdout
+    assert ([it["metrics"] for it in s["iterations"]]
+            == [it["metrics"] for it in first_run["summary"]["iterations"]])
+    assert Path(s["report"]).is_file()
+    _, _, after = pipeline_runs(first_run["state"])
+    assert len(after) == len(before)  # no MLflow run was made
+    bad = subprocess.run([sys.executable, "-m", "cli.main", "run", "--config", "configs/smoke.yaml",
+                          "tracking.backend=none", "--start-from", before[0].info.run_id],
+                         cwd=ROOT, env=run_env(first_run["state"]), capture_output=True, text=True)
+    assert bad.returncode == 2 and "tracking.backend=none records no runs" in bad.stderr, bad.stderr[-2000:]
+
+
 # Kill points, in the order a run reaches them: (stage, what must exist under the state dir
 # before the SIGKILL). Each is inside its stage: its temporary output folder exists (or, for
 # stages that checkpoint, its first in-stage checkpoint), its manifest does not.
@@ -112,7 +146,7 @@ KILL_POINTS = [
 def run_until(state: Path, pattern: str, args: list[str], timeout: float = 600) -> str:
     """Start `src run`, SIGKILL its process group as soon as `pattern` exists in `state`;
     returns 'killed', or 'finished' when the run ended first."""
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml", *args]
+    cmd = [sys.executable, "-m", "cli.main", "run", "--config", "configs/smoke.yaml", *args]
     log = open(state.parent / "kill-runs.log", "a")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=run_env(state), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -237,12 +271,12 @@ def test_the_committed_judge_is_loaded_not_trained(first_run):
     assert "curate/dropped/chosen_unsupported" in kid.data.metrics
     assert "reader.parquet" in artifact_files(client, kid.info.run_id)
     # a judge trained on another prompt style is refused before any compute
-    bad = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml",
+    bad = subprocess.run([sys.executable, "-m", "cli.main", "run", "--config", "configs/smoke.yaml",
                           "scorer.model=builtin", "scorer.template=full"], cwd=ROOT,
                          env=run_env(state), capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "scorer.template" in bad.stdout + bad.stderr
     # so is a reader that is not there
-    bad = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml",
+    bad = subprocess.run([sys.executable, "-m", "cli.main", "run", "--config", "configs/smoke.yaml",
                           "scorer.reader=/no/such/reader"], cwd=ROOT,
                          env=run_env(state), capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "scorer.reader" in bad.stdout + bad.stderr

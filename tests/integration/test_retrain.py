@@ -5,8 +5,8 @@ Three real retraining runs share one temp state dir (SQLite MLflow store, epheme
 2. from the champion, forced to promote (`--min-improvement -1`): the alias moves to the new run;
 3. from that champion, with a different held-out set: the champion is re-evaluated first
    (the policy's lineage spans two pipeline runs), then promoted or kept by the rule.
-Each run is its own process (`python -m flows.cli retrain`, i.e. `src retrain`):
-tasks/common.py fixes Prefect's home and result folder at import, so one process per state dir.
+Each run is its own process (`python -m cli.main retrain`, i.e. `src retrain`):
+Prefect fixes its home and result folder when it is imported (tasks/environment.py sets them), so one process per state dir.
 
     pytest -m slow tests/integration/test_retrain.py
 """
@@ -62,7 +62,7 @@ def test_best_iteration_prefers_accuracy_then_the_earliest():
 
 def retrain(state: Path, *args: str) -> subprocess.CompletedProcess:
     env = run_env(state)
-    cmd = [sys.executable, "-m", "flows.cli", "retrain", "--config", "configs/smoke.yaml", *args]
+    cmd = [sys.executable, "-m", "cli.main", "retrain", "--config", "configs/smoke.yaml", *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
                           check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -41,7 +41,7 @@ def test_mlflow_down_mid_run_loses_nothing_and_the_next_run_logs_it_all(base_mod
     uri = f"http://127.0.0.1:{port}"
     env = {**run_env(state), "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml",
+    cmd = [sys.executable, "-m", "cli.main", "run", "--config", "configs/smoke.yaml",
            f"model.base={base_model}", "iterate.iterations=1", "runtime.num_threads=1"]
     server = _mlflow_server(port, tmp_path)
     try:

@@ -19,11 +19,11 @@ import torch
 
 from data.config import ConfigError, load_config
 from data.validate import DataError
-from flows.cli import main
+from cli.main import main
 from tests.conftest import run_env
 
 ROOT = Path(__file__).resolve().parents[2]
-SRC = [sys.executable, "-m", "flows.cli"]
+SRC = [sys.executable, "-m", "cli.main"]
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 
 
@@ -127,8 +127,8 @@ def test_a_state_dir_that_is_not_writable_is_named(tmp_path, monkeypatch, capsys
 
 
 def test_a_bad_state_dir_stops_a_fresh_process_before_prefect(tmp_path):
-    """A fresh `src run`: nothing imports tasks.common (which points Prefect into the state dir)
-    before the check."""
+    """A fresh `src run`: the state dir is checked before Prefect, which keeps its home and
+    results there, starts."""
     (tmp_path / "afile").write_text("x")
     env = run_env(tmp_path / "afile")
     p = subprocess.run([*SRC, "run", "--config", "configs/smoke.yaml"], cwd=ROOT, env=env,
@@ -159,7 +159,8 @@ def test_only_transient_failures_are_retried():
 
 
 ENGINE = """
-import tasks.common  # first: points Prefect at the state dir
+from tasks.environment import apply_defaults
+apply_defaults()  # an entry point: Prefect's home and results in the state dir, before prefect
 from prefect import flow
 from data.validate import DataError
 from tasks.common import stage_task

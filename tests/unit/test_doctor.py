@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _doctor(env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", "doctor"], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "cli.main", "doctor"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -31,7 +31,7 @@ def test_a_ready_machine_passes_every_check(tmp_path):
 
 def _doctor_here(argv: list[str], capsys) -> tuple[int, dict[str, str]]:
     """`src doctor` in this process; its check lines by name."""
-    from flows.cli import main
+    from cli.main import main
 
     rc = main(["doctor", *argv])
     out, err = capsys.readouterr()
@@ -42,7 +42,7 @@ def _doctor_here(argv: list[str], capsys) -> tuple[int, dict[str, str]]:
 
 def test_a_state_dir_that_cannot_be_used_is_a_failed_check_not_a_crash(tmp_path, monkeypatch, capsys):
     (tmp_path / "afile").write_text("x")
-    # tasks/common.py sets it when any earlier test imported it; a user's shell would not
+    # an earlier test may have set it; a user's shell would not
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for state, why in ((tmp_path / "afile", "is a file, not a folder"),
                        (tmp_path / "afile" / "state", f"cannot be created: {tmp_path / 'afile'} is a file")):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.preflight import ServiceUnavailable, check_services
+from cli.preflight import ServiceUnavailable, check_services
 from tests.conftest import free_port, run_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def test_src_run_with_a_server_down_fails_in_one_line_before_compute(var, tmp_pa
     dead = f"http://127.0.0.1:{free_port()}" + ("/api" if var == "PREFECT_API_URL" else "")
     env = {**run_env(tmp_path / "state"), var: dead}
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--config", "configs/smoke.yaml"],
+    p = subprocess.run([sys.executable, "-m", "cli.main", "run", "--config", "configs/smoke.yaml"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
     err = p.stderr.strip().splitlines()
@@ -55,7 +55,7 @@ def test_src_run_with_a_server_down_fails_in_one_line_before_compute(var, tmp_pa
 def test_a_device_that_is_not_here_is_named_before_any_model_loads():
     import torch
 
-    from flows.preflight import DeviceUnavailable, check_device
+    from cli.preflight import DeviceUnavailable, check_device
 
     check_device("auto")
     check_device("cpu")

@@ -3,7 +3,7 @@
     src compare RUN_ID [RUN_ID ...] [--out DIR] [--html] [--no-log]
     src compare --last 3 [--experiment src] [--tracking-uri sqlite:///.src/mlflow.db]
 
-Reads only the MLflow layout of flows/layout.py: pipeline runs tagged `src.role=pipeline`,
+Reads only the MLflow layout of tasks/layout.py: pipeline runs tagged `src.role=pipeline`,
 their iteration child runs (`src.role=iteration`, `src.iteration=<t>`) and those runs'
 metrics. Writes `compare.md`, `compare.csv`, `compare.png` (and `compare.html` with `--html`)
 to `--out` (default `<state>/compare/<digest of the run ids>/`) and logs them as artifacts of a
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from report.plots import PLOT_METRICS, plot, table_cells  # noqa: F401  (plot: part of this module's API)
+from tasks.environment import apply_defaults
 
 FILES = ("compare.md", "compare.csv", "compare.png", "compare.html")
 
@@ -252,8 +253,8 @@ def add_commands(subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m flows.compare ...` = `src compare ...`."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    """`python -m cli.compare ...` = `src compare ...`."""
+    apply_defaults()
     ap = argparse.ArgumentParser(prog="src")
     add_commands(ap.add_subparsers(dest="cmd", required=True))
     args = ap.parse_args(["compare", *(sys.argv[1:] if argv is None else argv)])

@@ -11,17 +11,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-
-def offline_defaults() -> None:
-    # the built-in world never needs the hub; a real model by hub id needs these unset
-    for k, v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                 "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
-                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                 "TOKENIZERS_PARALLELISM": "false"}.items():
-        os.environ.setdefault(k, v)
+from tasks.environment import apply_defaults
 
 
 def cmd_eval_base(args: argparse.Namespace) -> int:
@@ -41,18 +33,24 @@ def cmd_eval_base(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def flow_for(args: argparse.Namespace):
+    """The flow, once the config loads and the servers it names answer (before Prefect starts)."""
+    from cli.preflight import check_services
     from data.config import load_config
 
-    cfg = load_config(args.config, args.overrides)  # fail fast, before Prefect starts
-    from flows.preflight import check_services
-
-    check_services(cfg.tracking.tracking_uri)
+    cfg = load_config(args.config, args.overrides)
+    check_services(cfg.tracking.tracking_uri, mlflow=cfg.tracking.backend == "mlflow")
     if cfg.runtime.num_threads:
         import torch
 
         torch.set_num_threads(cfg.runtime.num_threads)
     from flows.src_iterate import src_iterate
+
+    return src_iterate
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    src_iterate = flow_for(args)
 
     result = src_iterate(config_path=args.config, overrides=args.overrides,
                          start_from=args.start_from)
@@ -76,6 +74,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                        "chain", "base_metrics", "report", "rejected")}
         Path(args.summary_json).write_text(json.dumps(keep, indent=1, default=str))
     uri = result["tracking_uri"]
+    if not uri:  # tracking.backend=none
+        print(f"iteration report: {result['report']} (not tracked: tracking.backend=none)")
+        return 0
     if result.get("report"):
         print(f"iteration report: {result['report']} (also the run's artifact report.html)")
     print(f"open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
@@ -87,17 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """`src retrain`: one retraining run in-process (ephemeral Prefect, no server needed)."""
-    from data.config import load_config
-
-    cfg = load_config(args.config, args.overrides)  # fail fast, before Prefect starts
-    from flows.preflight import check_services
-
-    check_services(cfg.tracking.tracking_uri)
-    if cfg.runtime.num_threads:
-        import torch
-
-        torch.set_num_threads(cfg.runtime.num_threads)
-    from flows.src_iterate import src_iterate
+    src_iterate = flow_for(args)
 
     result = src_iterate(config_path=args.config, overrides=args.overrides, retrain=True,
                          registered_model=args.registered_model,
@@ -124,7 +115,7 @@ def add_retrain_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    offline_defaults()
+    apply_defaults()  # tasks/environment.py: before anything imports prefect, mlflow, transformers
     ap = argparse.ArgumentParser(prog="src", description="Self-Rationale Calibration for LVLMs.",
                                  epilog="start with `src doctor`, then `src run`; "
                                         "`src <command> --help` shows examples",
@@ -150,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--summary-json", default=None, metavar="PATH",
                            help="also write the run's per-iteration metrics and timing as JSON")
         p.set_defaults(fn=fn)
-    from flows import compare, doctor, services
+    from cli import compare, doctor, services
 
     doctor.add_commands(sub)
     compare.add_commands(sub)
@@ -177,7 +168,7 @@ def preflight(args: argparse.Namespace) -> None:
     if getattr(args, "cmd", None) not in LOADS_MODEL:
         return
     from data.config import load_config
-    from flows.preflight import check_device
+    from cli.preflight import check_device
 
     check_device(load_config(args.config, args.overrides).model.device)
 
@@ -185,7 +176,7 @@ def preflight(args: argparse.Namespace) -> None:
 def dispatch(args: argparse.Namespace) -> int:
     """Run a parsed subcommand; user mistakes (bad config, bad ids, a state dir that cannot be
     used, a device that is not here) become `error:` lines and exit 2. The state dir is checked
-    first: importing tasks.common points Prefect's home and results into it."""
+    first: Prefect keeps its home and results in it (tasks/environment.py)."""
     from data.config import ConfigError
     from tasks.store import state_dir_problem
 
@@ -201,7 +192,7 @@ def dispatch(args: argparse.Namespace) -> int:
         print_error(e)
         return 2
     except Exception as e:
-        from flows.preflight import lost_service
+        from cli.preflight import lost_service
 
         why = lost_service(e)
         if why is None:

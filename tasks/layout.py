@@ -1,4 +1,6 @@
-"""The MLflow layout of a pipeline run and the helpers the flows share.
+"""The MLflow layout of a pipeline run, written and read back through the tracker interface
+(tasks/tracking.py), so it holds for any tracker: MLflow, or the null tracker, which records
+nothing and so has no run to resume from.
 
 The pipeline (parent) run holds `config.yaml`, `summary.json`, `report.html` and `report/*.png`
 (the iteration report, tasks/report.py), `data/` (rejected rows), `base_eval/`, `scorer/`.
@@ -11,87 +13,15 @@ Per iteration t, one child run tagged `src.role=iteration`, `src.iteration=<t>` 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 from data.config import digest
-from tasks.store import PROJECT_DIR, file_digest, produce, read_manifest
+from tasks.store import produce, read_manifest
 
 EVAL_KEYS = ("accuracy", "consistency", "factuality", "format_rate", "mean_length")
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=PROJECT_DIR, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def base_ref(name: str, field: str = "model.base") -> dict:
-    """Reference to the base model: a local folder hashed by content, or a hub id by name.
-
-    Raises:
-        ValueError: naming `field`, for a path that is not a model folder, or (offline) a hub
-            id that is not in the local cache.
-    """
-    from models.builtin import resolve_base
-
-    path = resolve_base(name)
-    p = Path(path)
-    if p.is_dir():
-        files = {str(f.relative_to(p)): file_digest(f) for f in sorted(p.rglob("*")) if f.is_file()}
-        return {"path": str(p.resolve()), "digest": digest(files), "stage": "base", "key": "", "meta": {}}
-    if p.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ValueError(f"{field}: {name!r} is not a model folder")
-    if os.environ.get("HF_HUB_OFFLINE") == "1":  # a hub id must already be in the local cache
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            raise ValueError(f"{field}: {name!r} is neither a local model folder nor a hub id in the "
-                             "local Hugging Face cache (HF_HUB_OFFLINE=1: nothing is downloaded)")
-    return {"path": name, "digest": digest({"hub_id": name}), "stage": "base", "key": "", "meta": {}}
-
-
-def judge_ref(name: str, template: str = "full", mode: str = "pairwise") -> dict:
-    """Reference to a trained R-Scorer: 'builtin' (models/builtin/judge), a local folder by
-    content, or a hub id. A folder that records its prompt style must match `template`.
-
-    Raises:
-        ValueError: no such folder, or the judge was trained on another scorer.template.
-    """
-    from models.builtin import check_template, judge_info, judge_path
-
-    ref = base_ref(judge_path(name, mode), "scorer.model")
-    folder = Path(ref["path"])
-    info, meta = {}, {}
-    if folder.is_dir():
-        check_template(folder, template, mode)
-        info = judge_info(folder)
-        if (folder / "manifest.json").is_file():
-            meta = {"metrics": json.loads((folder / "manifest.json").read_text()).get("metrics", {})}
-    return {**ref, "stage": "scorer", "judge_dir": ref["path"], "meta": meta, "info": info}
-
-
-def reader_digest(name: str | None) -> str:
-    """Content digest of scorer.reader ('builtin', a local folder, or a hub id by name), for the
-    score stage's key: a retrained reader at the same path is a new input. "" = no reader.
-
-    Raises:
-        ValueError: naming scorer.reader, for a folder or hub id that is not there.
-    """
-    if not name:
-        return ""
-    from models.builtin import reader_path
-
-    return base_ref(reader_path(name), "scorer.reader")["digest"]
-
-
 def eval_metrics(ref: dict) -> dict:
-    import json
-
     summary = json.loads((Path(ref["path"]) / "metrics.json").read_text())
     # a metric that was not measured (None) is not logged at all: MLflow has no "n/a"
     out = {f"eval/{k}": summary[k] for k in EVAL_KEYS if summary.get(k) is not None}
@@ -188,10 +118,13 @@ def metrics_table(results: list[dict]) -> str:
 
 def resolve_start(spec: str, tracker) -> dict:
     """`<pipeline run id>[:<iteration>]` -> the adapter chain and judge of that run, imported
-    into the store (downloaded from MLflow), and the iteration to continue after."""
+    into the store (downloaded through the tracker), and the iteration to continue after.
+
+    Raises:
+        ValueError: no such run or iteration, or a tracker that records nothing.
+    """
     run_id, _, it = spec.partition(":")
-    client = tracker.client
-    by_t = _lineage(client, run_id, tracker.uri)
+    by_t = _lineage(tracker, run_id)
     if not by_t:
         raise ValueError(f"start_from: run {run_id!r} has no iteration child runs")
     last = int(it) if it else max(by_t)
@@ -201,43 +134,38 @@ def resolve_start(spec: str, tracker) -> dict:
     for t in range(0, last + 1):
         if t not in by_t:
             raise ValueError(f"start_from: run {run_id!r} lacks iteration {t}")
-        child = by_t[t].info.run_id
-        if not client.list_artifacts(child, "adapter"):
+        if not tracker.has_artifacts(by_t[t], "adapter"):
             continue  # that iteration's DPO was skipped (no pairs kept): the policy did not change
-        chain.append(_import(client, child, "adapter", "import_adapter", "adapter"))
+        chain.append(_import(tracker, by_t[t], "adapter", "import_adapter", "adapter"))
     # a run judged by the oracle (scorer.model=oracle) logged no judge
-    judge = _import(client, run_id, "scorer", "import_judge", "judge") if client.list_artifacts(run_id, "scorer") else None
+    judge = (_import(tracker, run_id, "scorer", "import_judge", "judge")
+             if tracker.has_artifacts(run_id, "scorer") else None)
     return {"chain": chain, "judge": judge, "iteration": last}
 
 
-def _lineage(client, run_id: str, uri: str) -> dict:
-    """Iteration -> child run of a pipeline run, completed by the run it continued from (tag
+def _lineage(tracker, run_id: str) -> dict[int, str]:
+    """Iteration -> child run id of a pipeline run, completed by the run it continued from (tag
     `src.start_from`), recursively: a continued run only logs its new iterations."""
     try:
-        run = client.get_run(run_id)
-    except Exception as e:  # noqa: BLE001 - MlflowException for an unknown id
-        raise ValueError(f"start_from: no MLflow run {run_id!r} at {uri}") from e
-    runs = client.search_runs([run.info.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{run_id}' and tags.`src.role` = 'iteration'")
-    by_t = {int(r.data.tags["src.iteration"]): r for r in runs}
-    origin = run.data.tags.get("src.start_from")
+        tags = tracker.run_tags(run_id)
+    except LookupError as e:
+        raise ValueError(f"start_from: {e}") from e
+    children = tracker.child_runs(run_id, {"src.role": "iteration"})
+    by_t = {int(t["src.iteration"]): child for child, t in children.items()}
+    origin = tags.get("src.start_from")
     if origin:
         prev_id, _, prev_t = origin.partition(":")
-        inherited = _lineage(client, prev_id, uri)
+        inherited = _lineage(tracker, prev_id)
         upto = int(prev_t) if prev_t else max(inherited, default=-1)
         by_t = {**{t: r for t, r in inherited.items() if t <= upto}, **by_t}
     return by_t
 
 
-def _import(client, run_id: str, artifact: str, stage: str, dest: str) -> dict:
+def _import(tracker, run_id: str, artifact: str, stage: str, dest: str) -> dict:
     """Download an artifact folder into the store under a key of its source."""
-    import shutil
-    import tempfile
 
     def build(out: Path) -> dict:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = client.download_artifacts(run_id, artifact, tmp)
-            shutil.copytree(local, out / dest)
+        tracker.download_artifacts(run_id, artifact, out / dest)
         return {"source_run": run_id, "artifact": artifact}
 
     key = digest({"run": run_id, "artifact": artifact})[:20]

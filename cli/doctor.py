@@ -100,7 +100,7 @@ def tracking_store(cfg_uri: str | None) -> tuple[str, str]:
 
 def check_servers(cfg_uri: str | None = None) -> list[Check]:
     """The tracking store a run would use (a server must answer) and the Prefect API."""
-    from flows.preflight import ServiceUnavailable, check_server
+    from cli.preflight import ServiceUnavailable, check_server
 
     uri, origin = tracking_store(cfg_uri)
     undo = "change tracking.tracking_uri" if origin.startswith("tracking.") else "unset MLFLOW_TRACKING_URI"
@@ -124,7 +124,7 @@ def check_servers(cfg_uri: str | None = None) -> list[Check]:
 def check_config(path: str | None, overrides: list[str]) -> tuple[list[Check], str | None]:
     """The config loads and its model.device is here; returns its tracking.tracking_uri too."""
     from data.config import ConfigError, load_config
-    from flows.preflight import DeviceUnavailable, check_device
+    from cli.preflight import DeviceUnavailable, check_device
 
     try:
         cfg = load_config(path, overrides)

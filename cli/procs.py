@@ -1,4 +1,4 @@
-"""Process and HTTP helpers for the local services (`flows/services.py`): liveness by pid and
+"""Process and HTTP helpers for the local services (`cli/services.py`): liveness by pid and
 command line, log tails, small HTTP calls, port probes, process-group memory and shutdown.
 Linux-first (/proc), with safe fallbacks elsewhere."""
 

@@ -31,16 +31,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from flows.procs import alive, group_rss_mb, http, http_ok, port_busy, stop_group, tail
+from cli.procs import alive, group_rss_mb, http, http_ok, port_busy, stop_group, tail
+from tasks.environment import OFFLINE, QUIET, prefect_defaults
 from tasks.store import PROJECT_DIR, state_dir
 
 POOL = "src-local"
 WORKER = f"{POOL}-worker"
 DEPLOYMENTS = ("src-iterate/local", "src-iterate/retrain")
 ORDER = ("prefect", "mlflow", "worker")  # start order; stopped in reverse
-QUIET_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-             "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
-             "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 class ServiceError(RuntimeError):
@@ -73,8 +71,9 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """The environment of every service and of the flow runs the worker starts."""
-        return {**os.environ, **{k: os.environ.get(k, v) for k, v in QUIET_ENV.items()},
-                "PREFECT_HOME": str(self.state / "prefect"),
+        quiet = {**QUIET, **OFFLINE}  # tasks/environment.py; the user's own values win
+        return {**os.environ, **{k: os.environ.get(k, v) for k, v in quiet.items()},
+                **prefect_defaults(self.state),  # this stack's state dir, whatever the shell has
                 "PREFECT_API_URL": self.prefect_api,
                 "MLFLOW_TRACKING_URI": self.mlflow_uri,
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",

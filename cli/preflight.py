@@ -49,10 +49,12 @@ def check_server(kind: str, uri: str, timeout: float = 3.0) -> None:
 
 
 def check_services(tracking_uri: str | None = None, prefect_api: str | None = None,
-                   timeout: float = 3.0) -> None:
+                   timeout: float = 3.0, mlflow: bool = True) -> None:
     """Raise `ServiceUnavailable` naming the URI and how to start it, for the first server
-    (MLflow, then Prefect) that is configured over HTTP and does not answer its health check."""
-    check_server("mlflow", tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""), timeout)
+    (MLflow unless `mlflow` is off, then Prefect) that is configured over HTTP and does not
+    answer its health check."""
+    if mlflow:
+        check_server("mlflow", tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""), timeout)
     check_server("prefect", prefect_api if prefect_api is not None else os.environ.get("PREFECT_API_URL", ""),
                  timeout)
 

@@ -1,0 +1,73 @@
+"""References to the models a pipeline run starts from: the base, a trained R-Scorer, the
+reader. A reference is `{"path", "digest", "stage", "key", "meta"}`, like a stage output's
+(tasks/store.py): a local folder is hashed by content, a hub id by name, so a retrained model
+at the same path is a new input to every stage key downstream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from data.config import digest
+from tasks.store import file_digest
+
+
+def base_ref(name: str, field: str = "model.base") -> dict:
+    """Reference to the base model: a local folder hashed by content, or a hub id by name.
+
+    Raises:
+        ValueError: naming `field`, for a path that is not a model folder, or (offline) a hub
+            id that is not in the local cache.
+    """
+    from models.builtin import resolve_base
+
+    path = resolve_base(name)
+    p = Path(path)
+    if p.is_dir():
+        files = {str(f.relative_to(p)): file_digest(f) for f in sorted(p.rglob("*")) if f.is_file()}
+        return {"path": str(p.resolve()), "digest": digest(files), "stage": "base", "key": "", "meta": {}}
+    if p.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ValueError(f"{field}: {name!r} is not a model folder")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":  # a hub id must already be in the local cache
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise ValueError(f"{field}: {name!r} is neither a local model folder nor a hub id in the "
+                             "local Hugging Face cache (HF_HUB_OFFLINE=1: nothing is downloaded)")
+    return {"path": name, "digest": digest({"hub_id": name}), "stage": "base", "key": "", "meta": {}}
+
+
+def judge_ref(name: str, template: str = "full", mode: str = "pairwise") -> dict:
+    """Reference to a trained R-Scorer: 'builtin' (models/builtin/judge), a local folder by
+    content, or a hub id. A folder that records its prompt style must match `template`.
+
+    Raises:
+        ValueError: no such folder, or the judge was trained on another scorer.template.
+    """
+    from models.builtin import check_template, judge_info, judge_path
+
+    ref = base_ref(judge_path(name, mode), "scorer.model")
+    folder = Path(ref["path"])
+    info, meta = {}, {}
+    if folder.is_dir():
+        check_template(folder, template, mode)
+        info = judge_info(folder)
+        if (folder / "manifest.json").is_file():
+            meta = {"metrics": json.loads((folder / "manifest.json").read_text()).get("metrics", {})}
+    return {**ref, "stage": "scorer", "judge_dir": ref["path"], "meta": meta, "info": info}
+
+
+def reader_digest(name: str | None) -> str:
+    """Content digest of scorer.reader ('builtin', a local folder, or a hub id by name), for the
+    score stage's key: a retrained reader at the same path is a new input. "" = no reader.
+
+    Raises:
+        ValueError: naming scorer.reader, for a folder or hub id that is not there.
+    """
+    if not name:
+        return ""
+    from models.builtin import reader_path
+
+    return base_ref(reader_path(name), "scorer.reader")["digest"]

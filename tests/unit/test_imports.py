@@ -1,0 +1,120 @@
+"""The layering rules of docs/architecture.md, read from the source (no imports run):
+no import circles, no arrow from the pipeline into the command line or the tools, no private
+name (`_x`) of a project module used outside it, and no module over the size we keep."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("cli", "flows", "tasks", "models", "data", "report", "tools", "bench", "scripts")
+PIPELINE = ("flows", "tasks", "models", "data", "report")  # what `src-iterate` runs
+MAX_LINES = 400
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            name = ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            out[name] = f
+    return out
+
+
+def imports(f: Path, known: dict[str, Path]) -> list[tuple[str, str | None, int]]:
+    """(module, imported name or None, line) of every import of a project module in `f`."""
+    out = []
+    for node in ast.walk(ast.parse(f.read_text(), str(f))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                if sub in known:
+                    out.append((sub, None, node.lineno))
+                elif node.module in known:
+                    out.append((node.module, a.name, node.lineno))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, None, node.lineno) for a in node.names if a.name in known]
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {m: {t for t, _, _ in imports(f, known) if t != m} for m, f in known.items()}
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in g.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_checks_find_what_they_look_for():
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    g = graph()
+    assert "tasks.store" in g["flows.pipeline"] and "flows.src_iterate" in g["cli.main"]
+
+
+def test_no_import_circles():
+    assert cycles(graph()) == []
+
+
+def test_the_pipeline_never_imports_the_command_line_or_a_tool():
+    bad = [(a, b) for a, targets in graph().items() if a.startswith(PIPELINE)
+           for b in targets if b.startswith(("cli", "tools"))]
+    assert bad == []
+
+
+def test_no_private_name_is_used_outside_its_module():
+    known = modules()
+    bad = []
+    for m, f in known.items():
+        tree = ast.parse(f.read_text(), str(f))
+        found = imports(f, known)
+        bad += [f"{m}:{line} imports {t}.{name}" for t, name, line in found
+                if name and name.startswith("_") and t != m]
+        # `module._name` on a project module imported as a whole
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                aliases.update({(a.asname or a.name): a.name for a in node.names if a.name in known})
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                aliases.update({(a.asname or a.name): f"{node.module}.{a.name}" for a in node.names
+                                if f"{node.module}.{a.name}" in known})
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Name) and node.value.id in aliases):
+                bad.append(f"{m}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
+    assert bad == []
+
+
+def test_every_module_stays_small():
+    big = {m: n for m, f in modules().items() if (n := len(f.read_text().splitlines())) > MAX_LINES}
+    assert big == {}
