@@ -112,20 +112,26 @@ def test_identical_rerun_is_fully_cached(first_run, tmp_path):
 
 def test_the_flow_runs_end_to_end_with_the_null_tracker(first_run, tmp_path):
     """tracking.backend=none: the same flow and stage outputs (all reused), nothing recorded;
-    resuming, which reads runs back, says why it cannot."""
-    _, _, before = pipeline_runs(first_run["state"])
-    proc, _ = src_run(first_run["state"], f"model.base={first_run['base']}", *SMALL,
+    resuming, which reads runs back, says why it cannot. On a copy of the first run's state:
+    the report's facts hold the config digest, so this run adds a report output."""
+    import shutil
+
+    state = tmp_path / "state"
+    shutil.copytree(first_run["state"], state, ignore=shutil.ignore_patterns("*.lock", "locks", "prefect", "prefect-results"))
+    _, _, before = pipeline_runs(state)
+    proc, _ = src_run(state, f"model.base={first_run['base']}", *SMALL,
                       "tracking.backend=none", "--summary-json", str(tmp_path / "s.json"))
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["tracking_uri"] == "" and "not tracked: tracking.backend=none" in proc.stdout
+    assert s["timing"]["built"] == 1  # the report; every stage before it reused
     assert ([it["metrics"] for it in s["iterations"]]
             == [it["metrics"] for it in first_run["summary"]["iterations"]])
     assert Path(s["report"]).is_file()
-    _, _, after = pipeline_runs(first_run["state"])
+    _, _, after = pipeline_runs(state)
     assert len(after) == len(before)  # no MLflow run was made
     bad = subprocess.run([sys.executable, "-m", "cli.main", "run", "--config", "configs/smoke.yaml",
                           "tracking.backend=none", "--start-from", before[0].info.run_id],
-                         cwd=ROOT, env=run_env(first_run["state"]), capture_output=True, text=True)
+                         cwd=ROOT, env=run_env(state), capture_output=True, text=True)
     assert bad.returncode == 2 and "tracking.backend=none records no runs" in bad.stderr, bad.stderr[-2000:]
 
 
