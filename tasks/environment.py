@@ -1,11 +1,10 @@
 """The environment variables the project runs under, set in one place.
 
 Each entry point calls `apply_defaults()` first, before anything imports prefect, mlflow or
-transformers (they read these at import): `src` (cli/main.py), the flow module a Prefect
-worker loads (flows/src_iterate.py), the test session (tests/conftest.py), the benchmark
-(bench/run.py) and scripts/run_stages.py. `src up` gives its services and worker the same
-values (cli/services.py). A value already in the environment wins: a user who wants the hub
-sets HF_HUB_OFFLINE=0.
+transformers (they read these at import): `src` (cli/main.py), the test session
+(tests/conftest.py), the benchmark (bench/run.py) and scripts/run_stages.py. `src up` gives
+its services and worker, and so the deployed flow runs, the same values (cli/services.py). A
+value already in the environment wins: a user who wants the hub sets HF_HUB_OFFLINE=0.
 
 Importing a module of the project sets nothing.
 """
