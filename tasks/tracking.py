@@ -1,16 +1,11 @@
-"""Tracking at the edge: one MLflow parent run per pipeline run, a child run per iteration.
+"""The tracker: what the flows write (one parent run per pipeline run, a child run per
+iteration; the layout is tasks/layout.py) and read back (resume, the registry's champion).
 
-Everything goes through `MlflowClient` with explicit run ids (never the thread-local "active
-run"), because Prefect may run a task in another thread. `NullTracker` has the same methods
-and does nothing, for library use and tests that do not look at tracking.
-
-Layout (tests and users' scripts read these names):
-- parent run: tag `src.role=pipeline`, artifact `config.yaml`, tags `src.flow_run_id`,
-  `src.code_commit`, summary metrics;
-- child run per iteration t: tags `src.role=iteration`, `src.iteration=<t>`; artifacts
-  `candidates.parquet`, `pairwise_scores.parquet`, `preference_pairs.parquet`, `adapter/`,
-  `eval/metrics.json`, `eval/samples.parquet`; metrics `eval/*`, `judge/flip_rate`,
-  `curate/kept_frac`, `dpo/loss` (step = iteration).
+The flows hold a `Tracker` (`make_tracker`, by `tracking.backend`) and nothing else of MLflow.
+`MLflowTracker` makes every call through `MlflowClient` with explicit run ids (never the
+thread-local "active run"), because Prefect may run a task in another thread. `NullTracker`
+(`tracking.backend=none`) has the same methods, records nothing, and so has no run to resume
+from and no registry.
 """
 
 from __future__ import annotations
