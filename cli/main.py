@@ -33,12 +33,16 @@ def cmd_eval_base(args: argparse.Namespace) -> int:
     return 0
 
 
-def flow_for(args: argparse.Namespace):
-    """The flow, once the config loads and the servers it names answer (before Prefect starts)."""
+def flow_for(args: argparse.Namespace, reads_back: bool = False):
+    """The flow, once the config loads, the tracker can read runs back where the command needs
+    it (`reads_back`: resume, retraining) and the servers it names answer; before Prefect starts."""
     from cli.preflight import check_services
-    from data.config import load_config
+    from data.config import ConfigError, load_config
+    from tasks.tracking import NO_RUNS
 
     cfg = load_config(args.config, args.overrides)
+    if reads_back and cfg.tracking.backend == "none":
+        raise ConfigError(f"{args.cmd}: {NO_RUNS}")
     check_services(cfg.tracking.tracking_uri, mlflow=cfg.tracking.backend == "mlflow")
     if cfg.runtime.num_threads:
         import torch
@@ -50,7 +54,7 @@ def flow_for(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    src_iterate = flow_for(args)
+    src_iterate = flow_for(args, reads_back=bool(args.start_from))
 
     result = src_iterate(config_path=args.config, overrides=args.overrides,
                          start_from=args.start_from)
@@ -88,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """`src retrain`: one retraining run in-process (ephemeral Prefect, no server needed)."""
-    src_iterate = flow_for(args)
+    src_iterate = flow_for(args, reads_back=True)
 
     result = src_iterate(config_path=args.config, overrides=args.overrides, retrain=True,
                          registered_model=args.registered_model,

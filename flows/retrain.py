@@ -208,14 +208,14 @@ def retrain_pipeline(cfg: SRCConfig, registered_model: str | None = None, tracke
 
     from tasks.refs import base_ref
     from flows.pipeline import run_pipeline
-    from tasks.tracking import make_tracker
+    from data.config import ConfigError
+    from tasks.tracking import NO_RUNS, make_tracker
 
     say = get_run_logger().info
     t = cfg.tracking
     tracker = tracker or make_tracker(t.experiment, t.tracking_uri, t.backend)
-    if not tracker.uri:
-        raise ValueError("retraining keeps its champion in the MLflow Model Registry, and "
-                         "tracking.backend=none records nothing: use tracking.backend=mlflow")
+    if not tracker.uri:  # the null tracker: no registry to keep a champion in
+        raise ConfigError(f"retraining: {NO_RUNS}")
     name = registered_model or policy_model_name(cfg)
     base = base_ref(cfg.model.base)["digest"]
     champion, before, reevaluated = champion_baseline(cfg, tracker, name, base, say)

@@ -31,6 +31,10 @@ def default_artifact_root() -> str:
     return (state_dir() / "mlartifacts").as_uri()
 
 
+# why resume (start_from) and retraining refuse tracking.backend=none
+NO_RUNS = "tracking.backend=none records no runs: use tracking.backend=mlflow to resume or retrain"
+
+
 class Tracker(Protocol):
     """What the flows write (runs, metrics, artifacts) and read back (resume: a run's
     iterations and artifacts; retraining: the champion in a model registry)."""
@@ -61,7 +65,7 @@ class NullTracker:
     no run to resume from and no registry: reading back raises LookupError saying so."""
 
     uri, experiment_id = "", None
-    WHY = "tracking.backend=none records no runs: use tracking.backend=mlflow to resume or retrain"
+    WHY = NO_RUNS
 
     def start_run(self, name, tags, parent_id=None):
         return "null"

@@ -41,6 +41,19 @@ def _one_error(capsys) -> str:
     return lines[0]
 
 
+
+@pytest.mark.parametrize("argv", [
+    ["retrain", "--config", "configs/smoke.yaml", "tracking.backend=none"],
+    ["run", "--config", "configs/smoke.yaml", "tracking.backend=none", "--start-from", "abc:1"],
+])
+def test_resume_or_retraining_without_tracking_is_one_line_before_prefect(argv, state, capsys):
+    """tracking.backend=none records no runs: nothing to resume from, no registry."""
+    assert main(argv) == 2
+    assert _one_error(capsys) == (f"error: {argv[0]}: tracking.backend=none records no runs: use "
+                                  "tracking.backend=mlflow to resume or retrain")
+    assert not (state / "prefect").exists()
+
+
 # ---------------------------------------------------------------- 1. model.device
 
 @no_cuda
