@@ -150,7 +150,9 @@ def load_judge(name_or_path: str, dtype: str = "float32", device: str = "auto") 
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    # A text longer than the model is expected here: PromptEncoder cuts it to max_length itself,
+    # so the tokenizer's "sequence length is longer than the specified maximum" is not for us.
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
 
 
 class PromptEncoder:

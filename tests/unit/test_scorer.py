@@ -139,6 +139,32 @@ def test_huge_candidate_is_cut_and_the_suffix_and_other_candidate_survive(tok):
         encode_input(tok, PAIRWISE, Q, REF * 40, [huge, GOOD], "1", max_length=128)
 
 
+def test_a_text_longer_than_the_model_is_cut_without_the_tokenizers_warning(tok):
+    """The encoder cuts long candidates itself (the steering probes pad them by 300 words), so
+    the tokenizer's "longer than the specified maximum ... indexing errors" line is noise in
+    the run log; it is not printed."""
+    import copy
+    import logging
+
+    def warnings_of(call) -> list[str]:
+        short = copy.deepcopy(tok)  # the tokenizer warns once per instance: a fresh one per call
+        short.model_max_length, short.deprecation_warnings = 64, {}
+        seen: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: seen.append(record.getMessage())
+        logger = logging.getLogger("transformers")
+        logger.addHandler(handler)
+        try:
+            call(short)
+        finally:
+            logger.removeHandler(handler)
+        return [m for m in seen if "longer than the specified maximum" in m]
+
+    long = "a red circle " * 200 + "Answer: 7."
+    assert warnings_of(lambda t: t(long))  # the plain call does warn
+    assert warnings_of(lambda t: encode_input(t, PAIRWISE, Q, REF, [long, GOOD], "1", max_length=256)) == []
+
+
 def test_batched_scores_read_each_rows_last_token(tok, judge):
     """Rows of very different lengths in one batch score as each row would alone."""
     cands = [GOOD, ADVERSARIAL[1], "Answer: 2.", "word " * 150 + "Answer: 1."]
