@@ -28,8 +28,11 @@ def write_records(rows: Sequence[dict], path: str | Path, kind: type | None = No
     if kind is not None:
         from data.schema import column_problem
 
+        first: dict[frozenset, int] = {}  # each distinct set of columns, at its first row
         for i, row in enumerate(rows):
-            problem = column_problem(row.keys(), kind)
+            first.setdefault(frozenset(row), i)
+        for cols, i in first.items():
+            problem = column_problem(cols, kind)
             if problem:
                 raise TypeError(f"{path.name} row {i} is not a {kind.__name__} record: {problem}")
     tmp = path.with_name(path.name + ".tmp")

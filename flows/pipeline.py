@@ -18,7 +18,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from data.config import ConfigError, SRCConfig, digest, stage_signature
+from data.config import SRCConfig, digest, stage_signature
 from data.metrics import format_table
 from data.validate import DataError
 from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
@@ -27,7 +27,7 @@ from tasks.layout import eval_metrics, log_iteration, metrics_table, resolve_sta
 from tasks.reads import signature
 from tasks.refs import base_ref, judge_ref, reader_digest
 from tasks.store import lookup, stage_key
-from tasks.tracking import NO_RUNS, Tracker, make_tracker
+from tasks.tracking import Tracker, make_tracker, require_records
 
 
 def task_key(module: Any, cfg: SRCConfig, inputs: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
@@ -113,10 +113,9 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker: Tracker
     """The whole SRC loop; returns {"parent_run_id", "iterations": [metrics per iteration]}.
     `tracker` defaults to the one of `tracking.backend` (tasks/tracking.py)."""
     say = get_run_logger().info
-    tr = cfg.tracking
-    tracker = tracker or make_tracker(tr.experiment, tr.tracking_uri, tr.backend)
-    if start_from and not tracker.uri:  # the null tracker: no run to resume from
-        raise ConfigError(f"start_from: {NO_RUNS}")
+    tracker = tracker or make_tracker(cfg.tracking)
+    if start_from:
+        require_records(tracker, "start_from")
     c = cfg.model_dump(mode="json")
     t0 = time.time()
     calls: list[dict] = []  # every stage call: its wall time here, and the stage's own build time

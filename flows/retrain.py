@@ -208,14 +208,11 @@ def retrain_pipeline(cfg: SRCConfig, registered_model: str | None = None, tracke
 
     from tasks.refs import base_ref
     from flows.pipeline import run_pipeline
-    from data.config import ConfigError
-    from tasks.tracking import NO_RUNS, make_tracker
+    from tasks.tracking import make_tracker, require_records
 
     say = get_run_logger().info
-    t = cfg.tracking
-    tracker = tracker or make_tracker(t.experiment, t.tracking_uri, t.backend)
-    if not tracker.uri:  # the null tracker: no registry to keep a champion in
-        raise ConfigError(f"retraining: {NO_RUNS}")
+    tracker = tracker or make_tracker(cfg.tracking)
+    require_records(tracker, "retraining")  # the champion lives in the tracker's registry
     name = registered_model or policy_model_name(cfg)
     base = base_ref(cfg.model.base)["digest"]
     champion, before, reevaluated = champion_baseline(cfg, tracker, name, base, say)

@@ -11,13 +11,12 @@ references `{"path", "digest", ...}` to earlier outputs; never models or dataset
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
-
-import logging
 
 from prefect import get_run_logger, task
 
@@ -91,13 +90,12 @@ def stage_task(name: str, retries: int = 0) -> Callable:
     )
 
 
-def config_of(cfg: dict, reads: Sequence[str] | None = None, stage: str = "") -> Any:
-    """The config of a task's call; with `reads` (the task module's READS), as that stage may
-    read it: any other section or field raises `tasks.reads.UndeclaredRead`."""
+def config_of(cfg: dict, reads: Sequence[str], stage: str) -> Any:
+    """The config of a task's call as the stage may read it (`reads`: the task module's
+    READS): any other section or field raises `tasks.reads.UndeclaredRead`."""
     from tasks.reads import declared
 
-    full = SRCConfig.model_validate(cfg)
-    return full if reads is None else declared(full, reads, stage)
+    return declared(SRCConfig.model_validate(cfg), reads, stage)
 
 
 def log() -> Callable[[str], None]:

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
+from data.config import ConfigError, TrackingConfig
 from tasks.store import file_lock, state_dir
 
 # Without a kind, MLflow 3's UI opens an experiment on its GenAI overview (traces, all empty
@@ -40,6 +41,7 @@ class Tracker(Protocol):
     iterations and artifacts; retraining: the champion in a model registry)."""
 
     uri: str  # where it records, for messages ("" = nowhere)
+    records: bool  # False: nothing to read back (no resume, no registry)
     experiment_id: str | None
     def start_run(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str: ...
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None: ...
@@ -64,8 +66,7 @@ class NullTracker:
     """Same signatures as MLflowTracker; records nothing (`tracking.backend=none`), so it has
     no run to resume from and no registry: reading back raises LookupError saying so."""
 
-    uri, experiment_id = "", None
-    WHY = NO_RUNS
+    uri, experiment_id, records = "", None, False
 
     def start_run(self, name, tags, parent_id=None):
         return "null"
@@ -92,27 +93,36 @@ class NullTracker:
         pass
 
     def run_tags(self, run_id):
-        raise LookupError(f"no run {run_id!r}: {self.WHY}")
+        raise LookupError(f"no run {run_id!r}: {NO_RUNS}")
 
     def child_runs(self, run_id, tags):
-        raise LookupError(f"no run {run_id!r}: {self.WHY}")
+        raise LookupError(f"no run {run_id!r}: {NO_RUNS}")
 
     def has_artifacts(self, run_id, path):
         return False
 
     def download_artifacts(self, run_id, path, dest):
-        raise LookupError(f"no artifact {path!r} of run {run_id!r}: {self.WHY}")
+        raise LookupError(f"no artifact {path!r} of run {run_id!r}: {NO_RUNS}")
 
     def version_by_alias(self, name, alias):
         return None
 
     def register_version(self, name, alias, source, run_id, tags, description, model_description):
-        raise LookupError(f"cannot register {name!r}: {self.WHY}")
+        raise LookupError(f"cannot register {name!r}: {NO_RUNS}")
 
 
-def make_tracker(experiment: str, tracking_uri: str | None, backend: str = "mlflow") -> Tracker:
-    """The tracker of `tracking.backend`: MLflow (default) or none."""
-    return NullTracker() if backend == "none" else MLflowTracker(experiment, tracking_uri)
+def make_tracker(tracking: TrackingConfig) -> Tracker:
+    """The tracker of the config's `tracking` section: MLflow (default) or none (`backend`)."""
+    if tracking.backend == "none":
+        return NullTracker()
+    return MLflowTracker(tracking.experiment, tracking.tracking_uri)
+
+
+def require_records(tracker: Tracker, what: str) -> None:
+    """Raise a ConfigError before any work when `what` (resume, retraining) must read runs back
+    and `tracker` records none."""
+    if not tracker.records:
+        raise ConfigError(f"{what}: {NO_RUNS}")
 
 
 @contextlib.contextmanager
@@ -133,6 +143,8 @@ def _sqlite_lock(uri: str) -> Iterator[None]:
 class MLflowTracker:
     """MLflow with explicit run ids; creates the experiment with an explicit artifact root and
     the kind tag (`EXPERIMENT_KIND`) that makes MLflow 3's UI open it on its training runs."""
+
+    records = True
 
     def __init__(self, experiment: str, tracking_uri: str | None = None):
         import mlflow

@@ -62,7 +62,7 @@ def source_files(cfg_dict: dict) -> dict[str, str]:
     long for it are rejected). The shapes world has none."""
     from data.files import source_digest
 
-    cfg = config_of(cfg_dict)
+    cfg = config_of(cfg_dict, READS, STAGE)
     if cfg.data.world == "hf":  # a local file or folder by content or listing; a hub id by name
         h = cfg.data.hf
         path = Path(h.dataset).expanduser()
