@@ -4,8 +4,10 @@ Every row is a real pipeline run (`src run ... --summary-json`) in one fresh sta
 the runs share what they have in common (world, base evaluation, rationale SFT, iteration 1's
 candidates) and differ only where the ablation does. Same seed and budgets for every row.
 
-    main         configs/builtin.yaml, iterate.iterations=T
+    main         configs/builtin.yaml, iterate.iterations=T (the claims judge, scorer.mode=claims)
+    pairwise     scorer.mode=pairwise (the committed one-token pair judge, before the claims judge)
     pointwise    scorer.mode=pointwise (the committed pointwise judge)
+    blank_ref    scorer.blank_reference=true (the same judge without the scene: does it use it?)
     uniform      curation.weighting=uniform dpo.use_pair_weights=false (no confidence weighting)
     answer_only  curation.preference=answer_only (correct vs wrong answer, rationale ignored)
     oracle       scorer.model=oracle (the exact scorer judges: the judge's ceiling)
@@ -27,7 +29,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 ABLATIONS: dict[str, list[str]] = {
+    "pairwise": ["scorer.mode=pairwise"],
     "pointwise": ["scorer.mode=pointwise"],
+    "blank_ref": ["scorer.blank_reference=true"],
     "uniform": ["curation.weighting=uniform", "dpo.use_pair_weights=false"],
     "answer_only": ["curation.preference=answer_only"],
     "oracle": ["scorer.model=oracle"],
@@ -95,6 +99,9 @@ def _row(label: str, m: dict) -> dict:
     for k, name in (("search/headroom", "headroom"), ("judge/flip_rate", "flip_rate"),
                     ("curate/kept_frac", "kept_frac"), ("judge/onpolicy_agreement", "judge_agree"),
                     ("judge/agree_same_answer", "judge_same_answer"),
+                    ("judge/agree_factual_only", "judge_factual_only"),
+                    ("judge/steer_filler", "steer_filler"), ("judge/steer_verdict", "steer_verdict"),
+                    ("judge/steer_padding", "steer_padding"),
                     ("reader/agree_consistent", "reader_agree"), ("dpo/loss", "dpo_loss"),
                     *[(f"search/{w}_{lv}", f"{w}_{lv}") for lv in HEADROOM for w in ("bestofn", "greedy")]):
         if k in m:
@@ -124,6 +131,12 @@ def table(runs: dict[str, Any]) -> list[dict]:
         if name in runs:
             last = runs[name]["iterations"][-1]
             rows.append(_row(f"ablation: {name} (iteration {last['iteration']})", last["metrics"]))
+    for s in SEEDS:
+        if f"seed{s}" in runs:
+            its = runs[f"seed{s}"]["iterations"]
+            row = _row(f"seed {s}: SRC iteration {its[-1]['iteration']}", its[-1]["metrics"])
+            row["vs0"] = _row(f"seed {s}: iteration 0", its[0]["metrics"])
+            rows.append(row)
     seeded = [runs["main"]] + [runs[f"seed{s}"] for s in SEEDS if f"seed{s}" in runs]
     if len(seeded) > 1:
         names = ",".join(["0"] + [str(s) for s in SEEDS if f"seed{s}" in runs])
@@ -151,39 +164,65 @@ def targets(rows: list[dict]) -> list[dict]:
         se = ((a.get(f"{k}_se") or 0) ** 2 + (b.get(f"{k}_se") or 0) ** 2) ** 0.5
         return d, (d / se if se else float("nan"))
 
-    for k, want in (("consistency", 0.10), ("accuracy", 0.05), ("factuality", None)):
+    for k, want in (("consistency", 0.08), ("factuality", 0.05)):
         g, z = diff(k, last, r0)
-        out.append({"name": f"{last['row']} {k} gain over iteration 0", "value": g, "z": z,
-                    "target": f">= {want:.2f} and >= 3 SE" if want else "(reported; aim +0.10)",
-                    "met": (g >= want and z >= 3) if want else None})
+        out.append({"name": f"{last['row']} {k} gain over iteration 0 (seed 0)", "value": g, "z": z,
+                    "target": f">= {want:.2f} and >= 3 SE", "met": g >= want and z >= 3})
+    g, z = diff("accuracy", last, r0)
+    out.append({"name": f"{last['row']} accuracy gain over iteration 0 (seed 0)", "value": g, "z": z,
+                "target": ">= -1 SE", "met": z >= -1})
+    for r in rows:  # the other seeds, each against its own iteration 0
+        if r["row"].startswith("seed ") and r.get("vs0"):
+            for k, want in (("consistency", 0.08), ("factuality", 0.05), ("accuracy", None)):
+                g, z = diff(k, r, r["vs0"])
+                out.append({"name": f"{r['row']} {k} gain over its iteration 0", "value": g, "z": z,
+                            "target": f">= {want:.2f} and >= 3 SE" if want else ">= -1 SE",
+                            "met": (g >= want and z >= 3) if want else z >= -1})
     for r in rows:
         if "seeds" in r and r["row"].startswith("SRC iteration"):
             r0s = next(x for x in rows if "seeds" in x and x["row"].startswith("rationale-tuned"))
-            for k in ("consistency", "accuracy"):
+            for k in ("consistency", "factuality", "accuracy"):
+                want = 0.02 if k == "accuracy" else None
                 out.append({"name": f"{k} gain over iteration 0, mean of {r['seeds']} seeds",
-                            "value": r[k] - r0s[k], "target": "(reported)", "met": None})
-    for name in ("pointwise", "uniform", "answer_only"):
+                            "value": r[k] - r0s[k], "target": ">= 0.02" if want else "(reported)",
+                            "met": (r[k] - r0s[k] >= want) if want else None})
+            sd = r0s.get("consistency_sd")
+            out.append({"name": f"stage-1 consistency sd over {r['seeds']} seeds", "value": sd,
+                        "target": "<= 0.03", "met": sd is not None and sd <= 0.03})
+
+    def both(r: dict) -> tuple[float, float]:  # consistency + factuality, and its SE
+        return r["consistency"] + r["factuality"], ((r.get("consistency_se") or 0) ** 2
+                                                     + (r.get("factuality_se") or 0) ** 2) ** 0.5
+    for name in ("pairwise", "pointwise", "uniform", "blank_ref", "answer_only"):
         ab = next((r for r in rows if r["row"].startswith(f"ablation: {name} ")), None)
         if ab:
-            d, z = diff("consistency", last, ab)
-            out.append({"name": f"full SRC consistency - {name} ablation", "value": d, "z": z,
+            (a, sa), (b, sb) = both(last), both(ab)
+            z = (a - b) / (sa * sa + sb * sb) ** 0.5 if sa or sb else float("nan")
+            out.append({"name": f"full SRC consistency + factuality - {name} ablation", "value": a - b, "z": z,
                         "target": ">= 2 SE", "met": z >= 2})
     orc = next((r for r in rows if r["row"].startswith("ablation: oracle ")), None)
     if orc:
-        for k in ("consistency", "accuracy"):
+        for k in ("consistency", "factuality", "accuracy"):
             g_judge, g_orc = last[k] - r0[k], orc[k] - r0[k]
             share = g_judge / g_orc if g_orc > 0 else float("nan")
             out.append({"name": f"R-Scorer {k} gain / oracle {k} gain", "value": share,
-                        "target": ">= 0.80", "met": g_orc > 0 and share >= 0.8})
+                        "target": "(reported: what the judge leaves to the oracle)", "met": None})
     base = by.get("base (short answers)")
     if base and "accuracy" in base:
         out.append({"name": "iteration 0 accuracy - base short-answer accuracy",
                     "value": r0["accuracy"] - base["accuracy"], "target": ">= 0",
                     "met": r0["accuracy"] >= base["accuracy"]})
-    same = [r["judge_same_answer"] for r in its if "judge_same_answer" in r]
-    if same:
-        out.append({"name": "judge agreement on same-answer pairs (lowest iteration)", "value": min(same),
-                    "target": ">= 0.80", "met": min(same) >= 0.8})
+    judged = its + [r for r in rows if r["row"].startswith("seed ")]
+    for key, name, want in (("judge_same_answer", "same-answer pairs", 0.80),
+                            ("judge_factual_only", "pairs differing only in factuality", 0.75)):
+        vals = [r[key] for r in judged if key in r]
+        if vals:
+            out.append({"name": f"judge agreement on {name} (lowest iteration, any seed)", "value": min(vals),
+                        "target": f">= {want:.2f}", "met": min(vals) >= want})
+    steer = [r[k] for r in judged for k in ("steer_filler", "steer_verdict", "steer_padding") if k in r]
+    if steer:
+        out.append({"name": "steer win probability (highest: filler, copied verdict, padding)",
+                    "value": max(steer), "target": "<= 0.10", "met": max(steer) <= 0.1})
     return out
 
 
@@ -192,7 +231,7 @@ def markdown(rows: list[dict]) -> str:
     fams = sorted({f for r in rows for f in r["families"]})
     head = ["row", *COLUMNS, *[f"acc {f}" for f in fams], "correct: best-of-N / greedy",
             "c+c: best-of-N / greedy", "c+c+f: best-of-N / greedy", "flip rate", "judge agree",
-            "same-answer agree", "reader agree", "kept"]
+            "same-answer agree", "factual-only agree", "steer (max)", "reader agree", "kept"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     pct = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
     num = lambda r, k: f"{r[k]:.3f}" if k in r else ""  # noqa: E731
@@ -204,7 +243,9 @@ def markdown(rows: list[dict]) -> str:
         cells += [pct(r["families"].get(f)) for f in fams]
         cells += [f"{pct(r['bestofn_' + lv])} / {pct(r.get('greedy_' + lv))}" if f"bestofn_{lv}" in r else ""
                   for lv in HEADROOM]
+        steer = [r[k] for k in ("steer_filler", "steer_verdict", "steer_padding") if k in r]
         cells += [num(r, "flip_rate"), num(r, "judge_agree"), num(r, "judge_same_answer"),
+                  num(r, "judge_factual_only"), f"{max(steer):.3f}" if steer else "",
                   num(r, "reader_agree"), pct(r.get("kept_frac"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -61,7 +61,8 @@ def _judge_inputs(cfg: Any, n_items: int) -> tuple[Any, Any, list[dict]]:
     from models.builtin import judge_path
     from models.scorer import load_judge
 
-    model, tok = load_judge(judge_path(cfg.scorer.model, cfg.scorer.mode), device=cfg.model.device)
+    # the one-forward verdict reading of the pair judge (the claims judge reads its marks the same way)
+    model, tok = load_judge(judge_path("builtin", "pairwise"), device=cfg.model.device)
     items = candidate_items(generate("eval", n_items, cfg.data, cfg.seed), cfg.seed)
     for it in items:  # N = 6 candidates per prompt, as the search gives
         it["candidates"], it["kinds"], it["qualities"] = (it["candidates"][:6], it["kinds"][:6],
@@ -176,10 +177,9 @@ def scale_point(config: str, overrides: list[str], chain: list[str], n_prompts: 
 
     from data.config import load_config
     from data.curation import curate
-    from data.judging import judge_items, oracle_pairs
     from models.dpo import train_dpo
     from models.builtin import judge_path
-    from models.scorer import load_judge, score_pairs
+    from models.judge import open_judge
     from models.search import search_candidates
 
     cfg = load_config(config, overrides)
@@ -195,14 +195,13 @@ def scale_point(config: str, overrides: list[str], chain: list[str], n_prompts: 
         r = by[c["prompt_id"]]
         c.update(gold=r["answer"], facts=r["facts"], reference=r["reference"], question=r["question"])
     t = time.perf_counter()
-    if cfg.scorer.model == "oracle":
-        rows = oracle_pairs(judge_items(cands))
-    else:
-        judge, tok = load_judge(judge_path(cfg.scorer.model, cfg.scorer.mode), device=cfg.model.device)
-        rows = score_pairs(judge, tok, judge_items(cands), cfg.scorer)
+    where = None if cfg.scorer.model == "oracle" else judge_path(cfg.scorer.model, cfg.scorer.mode)
+    verdict = open_judge(cfg.scorer, where, cfg.model.device, cfg.seed).judge(cands)
+    for c, r in zip(cands, verdict.reads or []):
+        c["supported"] = r["supported"]
     sec["score"] = time.perf_counter() - t
     t = time.perf_counter()
-    cur = curate(cands, rows, cfg.curation)
+    cur = curate(cands, verdict.pairs, cfg.curation, point_rows=verdict.points)
     sec["curate"] = time.perf_counter() - t
     pairs = [{**p, "image": by[p["prompt_id"]]["image"]} for p in cur.pairs]
     t = time.perf_counter()

@@ -123,11 +123,15 @@ class SearchConfig(Section):
 class ScorerConfig(Section):
     model: str = Field(
         "builtin",
-        description="'builtin' (the committed tiny judge, models/builtin/judge), 'train' (train a "
-        "tiny judge here on the world's perturbation pairs), 'oracle' (the built-in world's exact "
-        "scorer judges: the ceiling ablation) or a trained judge's path / hub id",
+        description="'builtin' (the committed tiny judge of the mode: models/builtin/judge, "
+        "judge-pointwise, or the claim checker models/builtin/claims), 'train' (train one here on "
+        "the world's records), 'oracle' (the built-in world's exact scorer judges: the ceiling "
+        "ablation) or a trained judge's path / hub id",
     )
-    mode: Literal["pairwise", "pointwise"] = Field("pairwise", description="judging mode")
+    mode: Literal["pairwise", "pointwise", "claims"] = Field(
+        "pairwise", description="judging mode: 'pairwise' (one verdict token per pair), 'pointwise' "
+        "(ablation), 'claims' (each claim checked against the reference, the answer read by "
+        "scorer.reader, the pair verdict worked out from those marks: models/claims.py)")
     use_gold_answer: bool = Field(True, description="show the gold answer to the judge")
     template: Literal["full", "compact"] = Field(
         "full", description="judge prompt style (data/prompts): 'full' has an instruction line"
@@ -140,10 +144,22 @@ class ScorerConfig(Section):
     n_train_items: int = Field(3000, ge=1, description="gold rationales to perturb for training")
     n_heldout: int = Field(100, ge=0, description="held-out items to measure judge agreement")
     batch_size: int = runtime(64, "judge inputs per forward pass")
+    evidence: Literal["overlap", "all"] = Field(
+        "overlap", description="scorer.mode=claims: what of the reference the checker reads per claim: "
+        "'overlap' (the facts sharing the most content words with it, data/claims.py) or 'all'")
+    blank_reference: bool = Field(False, description="ablation: the judge gets an empty reference "
+                                  "(does it use the scene?)")
     reader: str | None = Field(None, description="marks candidates supported (docs/reader.md): "
                                "'builtin', a folder or a hub id; None = no reader")
     reader_threshold: float | None = Field(None, ge=0.0, le=1.0, description="confidence a supported "
                                            "verdict needs; None = the reader manifest's `threshold`")
+
+    @model_validator(mode="after")
+    def _check_claims(self) -> "ScorerConfig":
+        if self.mode == "claims" and not self.reader and self.model != "oracle":
+            raise ValueError("scorer.mode=claims reads each candidate's implied answer with the reader: "
+                             "set scorer.reader (builtin, a folder or a hub id)")
+        return self
 
 
 class CurationConfig(Section):

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from data.perturb import agreement
 from data.scoring import score_shapes
 from data.schema import Candidate, PairScore, PointScore
 
@@ -176,3 +177,58 @@ def with_steers(rows: Sequence[dict[str, Any]], share: float, seed: int = 0) -> 
         out.append({**first, "id": first["id"] + f"+{how}", side: loser})
         out.append({**second, "id": second["id"] + f"+{how}", other: loser})
     return out
+
+
+def mark_agreement(marks: Sequence[dict[str, Any]], cands: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """How often the claims judge's marks (rounded at 1/2) equal the exact scorer's flags, per
+    candidate, where candidates carry scene facts: `claims/agree_consistent` (parsable ones),
+    `claims/agree_factual`, and the factual share both ways; {} without facts."""
+    if not marks or any(c.get("facts") is None for c in cands):
+        return {}
+    ex = {(c["prompt_id"], int(c["cand_idx"])): score_shapes(c["text"], c["facts"], str(c["gold"]))
+          for c in cands}
+    cons = [(m["consistent"] >= 0.5) == ex[(m["prompt_id"], m["cand_idx"])].consistent
+            for m in marks if ex[(m["prompt_id"], m["cand_idx"])].parsable]
+    fact = [(m["factual"] >= 0.5) == ex[(m["prompt_id"], m["cand_idx"])].factual for m in marks]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
+    return {"claims/agree_consistent": mean(cons), "claims/agree_factual": mean(fact),
+            "claims/factual_share": mean([m["factual"] >= 0.5 for m in marks]),
+            "claims/exact_factual_share": mean([e.factual for e in ex.values()])}
+
+
+def onpolicy_agreement(rows: Sequence[dict], cands: Sequence[dict]) -> dict[str, float]:
+    """How often a judge's pairwise preference on a policy's own candidates matches the exact
+    scorer's, where candidates carry scene facts (the built-in world); {} otherwise.
+
+    `cands`: rows with `prompt_id, cand_idx, text, gold, facts` (the search output; `answer`,
+    the parsed answer, where present); `rows`: the judge's pair rows on them. Returns
+    `onpolicy_agreement` (NaN when the exact scorer ties every pair), `onpolicy_decisive_pairs`,
+    and the same on pairs whose two candidates give the same answer, where only the rationale
+    tells them apart (`onpolicy_agree_same_answer`, `onpolicy_same_answer_pairs`), and on those
+    of them that differ only in factuality (`onpolicy_agree_factual_only`, `..._pairs`).
+    """
+    if not rows or any(c.get("facts") is None for c in cands):
+        return {}
+    items = [{**it, "qualities": exact_qualities(it)} for it in judge_items(cands)]
+    a = agreement(rows, items)
+    out = {"onpolicy_agreement": a["judge/agreement"], "onpolicy_decisive_pairs": a["judge/n_decisive_pairs"]}
+    if all("answer" in c for c in cands):
+        answer = {(c["prompt_id"], int(c["cand_idx"])): c["answer"] for c in cands}
+        same = [r for r in rows if answer[(r["prompt_id"], r["a_idx"])] is not None
+                and answer[(r["prompt_id"], r["a_idx"])] == answer[(r["prompt_id"], r["b_idx"])]]
+        s = agreement(same, items) if same else {"judge/agreement": float("nan"), "judge/n_decisive_pairs": 0.0}
+        out.update(onpolicy_agree_same_answer=s["judge/agreement"],
+                   onpolicy_same_answer_pairs=s["judge/n_decisive_pairs"])
+        # same answer, same consistency: only factuality (quality 1 apart) tells them apart
+        q = {(it["prompt_id"], int(k)): v for it in items for k, v in zip(it["cand_idx"], it["qualities"])}
+        fact = [r for r in same if abs(q[(r["prompt_id"], r["a_idx"])] - q[(r["prompt_id"], r["b_idx"])]) == 1]
+        f = agreement(fact, items) if fact else {"judge/agreement": float("nan"), "judge/n_decisive_pairs": 0.0}
+        out.update(onpolicy_agree_factual_only=f["judge/agreement"],
+                   onpolicy_factual_only_pairs=f["judge/n_decisive_pairs"])
+    return out
+
+
+def slot_bias(rows: Sequence[dict]) -> float:
+    """Mean of p(A) - p(B) over ordered pairs: every pair is judged in both orders, so a judge
+    without a preference for a slot scores 0; +1 = always the first slot, -1 = the second."""
+    return sum(r["p_a"] - r["p_b"] for r in rows) / len(rows) if rows else float("nan")

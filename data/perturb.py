@@ -363,36 +363,3 @@ def agreement(rows: Sequence[dict], items: Sequence[dict]) -> dict[str, float]:
     return {"judge/agreement": frac(dec), "judge/order_agreement": frac(order_hits),
             "judge/tie_acc": frac(tie_hits), "judge/flip_rate": flip_rate(rows),
             "judge/n_decisive_pairs": float(len(dec))}
-
-
-def onpolicy_agreement(rows: Sequence[dict], cands: Sequence[dict]) -> dict[str, float]:
-    """How often a judge's pairwise preference on a policy's own candidates matches the exact
-    scorer's, where candidates carry scene facts (the built-in world); {} otherwise.
-
-    `cands`: rows with `prompt_id, cand_idx, text, gold, facts` (the search output; `answer`,
-    the parsed answer, where present); `rows`: the judge's pair rows on them. Returns
-    `onpolicy_agreement` (NaN when the exact scorer ties every pair), `onpolicy_decisive_pairs`,
-    and the same on pairs whose two candidates give the same answer, where only the rationale
-    tells them apart (`onpolicy_agree_same_answer`, `onpolicy_same_answer_pairs`).
-    """
-    if not rows or any(c.get("facts") is None for c in cands):
-        return {}
-    from data.judging import exact_qualities, judge_items
-
-    items = [{**it, "qualities": exact_qualities(it)} for it in judge_items(cands)]
-    a = agreement(rows, items)
-    out = {"onpolicy_agreement": a["judge/agreement"], "onpolicy_decisive_pairs": a["judge/n_decisive_pairs"]}
-    if all("answer" in c for c in cands):
-        answer = {(c["prompt_id"], int(c["cand_idx"])): c["answer"] for c in cands}
-        same = [r for r in rows if answer[(r["prompt_id"], r["a_idx"])] is not None
-                and answer[(r["prompt_id"], r["a_idx"])] == answer[(r["prompt_id"], r["b_idx"])]]
-        s = agreement(same, items) if same else {"judge/agreement": float("nan"), "judge/n_decisive_pairs": 0.0}
-        out.update(onpolicy_agree_same_answer=s["judge/agreement"],
-                   onpolicy_same_answer_pairs=s["judge/n_decisive_pairs"])
-    return out
-
-
-def slot_bias(rows: Sequence[dict]) -> float:
-    """Mean of p(A) - p(B) over ordered pairs: every pair is judged in both orders, so a judge
-    without a preference for a slot scores 0; +1 = always the first slot, -1 = the second."""
-    return sum(r["p_a"] - r["p_b"] for r in rows) / len(rows) if rows else float("nan")

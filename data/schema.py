@@ -4,7 +4,7 @@ A stage writes its records with `write_records(rows, path, kind)` (data/records.
 refuses a row whose columns are not the kind's: a column added or dropped in one stage cannot
 silently reach the next. Keys under `NotRequired` appear only in some worlds or modes.
 
-    world -> Example -> search -> Candidate -> score -> PairScore | PointScore, ReaderMark
+    world -> Example -> search -> Candidate -> score -> PairScore | PointScore, ReaderMark, CandidateMark
           -> curate -> PreferencePair, CandidateScore -> dpo;  evaluate -> EvalRow
 """
 
@@ -85,6 +85,19 @@ class ReaderMark(TypedDict):
     supported: bool | None  # read == the candidate's answer, confidently; None: not read
 
 
+class CandidateMark(TypedDict):
+    """The claims judge's marks of a candidate (`marks.parquet`, scorer.mode=claims): the
+    probability that it is correct, consistent (its rationale implies its answer) and factual
+    (every claim holds for the reference), and how many claims it states."""
+
+    prompt_id: str
+    cand_idx: int
+    correct: float
+    consistent: float
+    factual: float
+    n_claims: int
+
+
 class PreferencePair(TypedDict):
     """One curated DPO pair (`preference_pairs.parquet`)."""
 
@@ -96,6 +109,7 @@ class PreferencePair(TypedDict):
     s_chosen: float
     s_rejected: float
     weight: float  # s_chosen - s_rejected, or 1.0 (curation.weighting=uniform)
+    decided_by: NotRequired[str | None]  # scorer.mode=claims: correct, consistent, factual or None
     question: str
     gold: str | None
 
@@ -141,7 +155,7 @@ FILES: dict[str, type] = {
     "scorer.parquet": Example, "rejected_rows.parquet": RejectedRow,
     "candidates.parquet": Candidate, "greedy.parquet": Greedy,
     "pairwise_scores.parquet": PairScore, "pointwise_scores.parquet": PointScore,
-    "reader.parquet": ReaderMark, "preference_pairs.parquet": PreferencePair,
+    "reader.parquet": ReaderMark, "marks.parquet": CandidateMark, "preference_pairs.parquet": PreferencePair,
     "candidate_scores.parquet": CandidateScore, "scores.parquet": EvalRow, "samples.parquet": EvalRow,
 }
 

@@ -222,6 +222,14 @@ def _implied_answer(claims: list[tuple], query: dict) -> str | None:
     return "yes" if stated.pop() == "left" else "no"
 
 
+def claim_holds(sentence: str, facts: str | dict) -> bool:
+    """Whether one sentence holds for the scene: a claim of the grammar that is true there.
+    A sentence the grammar does not know is unverifiable, so False (as in `score_shapes`)."""
+    grid, objs = scene_objects(facts)
+    claims = parse_claims(sentence, grid)
+    return bool(claims) and all(_claim_holds(c, objs) for c in claims)
+
+
 def implied_answer(rationale: str, facts: str | dict) -> str | None:
     """The answer a rationale's own statements imply for the scene's question (true or not);
     None when they imply none (missing or contradictory evidence). Only `facts["query"]` and

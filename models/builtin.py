@@ -20,6 +20,7 @@ BUILTIN_JUDGE = Path(__file__).resolve().parent / "builtin" / "judge"
 # the pointwise ablation's judge: the committed judge trained further on pointwise items too
 BUILTIN_POINTWISE_JUDGE = BUILTIN_JUDGE.with_name("judge-pointwise")
 BUILTIN_READER = BUILTIN_JUDGE.with_name("reader")
+BUILTIN_CLAIMS = BUILTIN_JUDGE.with_name("claims")  # the claim checker of scorer.mode=claims
 JUDGE_INFO = "src_judge.json"  # how a judge folder was trained: its template must be scored with
 
 
@@ -37,17 +38,19 @@ def reader_path(name: str) -> str:
 
 def judge_path(name: str, mode: str = "pairwise") -> str:
     """`scorer.model` as a judge location: 'builtin' -> the committed folder for `mode`
-    (models/builtin/judge, or judge-pointwise for scorer.mode=pointwise); else as given.
+    (models/builtin/judge, judge-pointwise for scorer.mode=pointwise, the claim checker
+    models/builtin/claims for scorer.mode=claims); else as given.
 
     Raises:
         ValueError: 'builtin' but the committed judge is missing.
     """
     if name != "builtin":
         return name
-    folder = BUILTIN_POINTWISE_JUDGE if mode == "pointwise" else BUILTIN_JUDGE
+    folder = {"pointwise": BUILTIN_POINTWISE_JUDGE, "claims": BUILTIN_CLAIMS}.get(mode, BUILTIN_JUDGE)
     if not (folder / "manifest.json").is_file():
+        make = "bootstrap-claims" if mode == "claims" else "bootstrap-judge"
         raise ValueError(f"scorer.model=builtin (scorer.mode={mode}): {folder} is missing; run "
-                         "`make bootstrap-judge` or set scorer.model=train")
+                         f"`make {make}` or set scorer.model=train")
     return str(folder)
 
 
@@ -57,7 +60,7 @@ def judge_info(path: str | Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def check_template(path: str | Path, template: str, mode: str | None = None) -> None:
+def check_template(path: str | Path, template: str, mode: str | None = None, evidence: str | None = None) -> None:
     """A judge trained on one prompt style (or on pairs only) reads another as noise: refuse,
     naming both. A judge trained in pointwise mode saw pairs too and may judge either way.
 
@@ -70,6 +73,12 @@ def check_template(path: str | Path, template: str, mode: str | None = None) -> 
     if trained is not None and trained != template:
         raise ValueError(f"judge {str(path)!r} was trained with scorer.template={trained!r}, "
                          f"but the config says {template!r}: set scorer.template={trained}")
+    if (mode == "claims") != (info.get("mode", mode) == "claims"):
+        raise ValueError(f"judge {str(path)!r} was trained for scorer.mode={info.get('mode')}, not "
+                         f"{mode}: a claim checker judges one claim, a pair judge two responses")
+    if evidence is not None and info.get("evidence", evidence) != evidence:
+        raise ValueError(f"claim checker {str(path)!r} was trained with scorer.evidence={info['evidence']!r}, "
+                         f"but the config says {evidence!r}: set scorer.evidence={info['evidence']}")
     if mode == "pointwise" and info.get("mode") == "pairwise":
         raise ValueError(f"judge {str(path)!r} was trained on pairs only (scorer.mode=pairwise) "
                          "and cannot judge pointwise: train one with scorer.mode=pointwise")

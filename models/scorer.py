@@ -285,20 +285,6 @@ def score_points(model: Any, tokenizer: Any, items: Sequence[dict], cfg: ScorerC
             for (pid, k), p in zip(keys, probs.tolist())]
 
 
-def steer_rates(model: Any, tokenizer: Any, cands: Sequence[dict], cfg: ScorerConfig, seed: int = 0,
-                n_prompts: int | None = None) -> dict[str, float]:
-    """`steer_<how>`: the win probability the judge gives a prompt's worst (wrong) candidate
-    against its best (right) one once neutral filler, a copied verdict line or padding is added
-    to it (data/judging.py; 0 = not steered), on at most `n_prompts` prompts per steer. Needs
-    scene facts: {} for candidates without them (your own data)."""
-    from data.judging import steer_win_rate, steering_items
-
-    if not cands or any(c.get("facts") is None for c in cands):
-        return {}
-    return {f"steer_{how}": steer_win_rate(score_pairs(model, tokenizer, items[:n_prompts], cfg))
-            for how, items in steering_items(cands, seed).items() if items}
-
-
 def pair_accuracy(model: Any, tokenizer: Any, pairs: Sequence[dict], cfg: ScorerConfig) -> float:
     """3-way argmax accuracy on labelled ordered pairs (data/perturb.py), via `score_pairs`."""
     items = [{"prompt_id": n, "question": p["question"], "reference": p["reference"],

@@ -25,11 +25,10 @@ apply_defaults()  # this script's start: before transformers reads the offline s
 import torch  # noqa: E402
 
 from data.config import load_config  # noqa: E402
-from data.curation import curate, flip_rate  # noqa: E402
-from data.judging import judge_items, oracle_pairs  # noqa: E402
+from data.curation import curate  # noqa: E402
 from data.metrics import format_table  # noqa: E402
 from data import perturb_text  # noqa: E402
-from data.perturb import agreement, candidate_items, onpolicy_agreement  # noqa: E402
+from data.perturb import agreement, candidate_items  # noqa: E402
 from data.records import read_records  # noqa: E402
 from data.shapes import generate, load_image  # noqa: E402
 from models.builtin import resolve_base  # noqa: E402
@@ -38,7 +37,7 @@ from models.evaluate import evaluate_policy  # noqa: E402
 from models.policy import build_policy  # noqa: E402
 from models.builtin import check_template, judge_path  # noqa: E402
 from models.judge_training import new_tiny_judge, train_and_save, training_records  # noqa: E402
-from models.scorer import load_judge, score_pairs  # noqa: E402
+from models.judge import open_judge  # noqa: E402
 from models.search import search_candidates  # noqa: E402
 from models.sft import train_rationale_sft  # noqa: E402
 
@@ -92,19 +91,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     held_recs = ev_recs[: max(cfg.scorer.n_heldout, 1)]
     held = (candidate_items if perturb_text.has_facts(held_recs) else perturb_text.candidate_items)(held_recs, cfg.seed)
-    judge = judge_tok = None
-    if cfg.scorer.model == "oracle":  # the exact scorer judges (the ceiling ablation)
-        jm = {}
-    elif cfg.scorer.model == "train":  # a tiny judge trained here, as `scorer.model=train` does
+    if cfg.scorer.model == "train":  # a tiny judge trained here, as `scorer.model=train` does
+        if cfg.scorer.mode == "claims":
+            raise SystemExit("make stages trains no claim checker: run `src run` with scorer.model=train, "
+                             "or give one (scorer.model=builtin, a folder or a hub id)")
         judge, judge_tok = new_tiny_judge(cfg, base)
-        jm = train_and_save(judge, judge_tok, cfg, training_records(cfg, data["scorer"]), held, out / "judge")
-    else:  # the committed judge (or a given one): measured on the same held-out items
+        train_and_save(judge, judge_tok, cfg, training_records(cfg, data["scorer"]), held, out / "judge")
+        where = str(out / "judge")
+    elif cfg.scorer.model == "oracle":  # the exact scorer judges (the ceiling ablation)
+        where = None
+    else:  # the committed judge (or a given one)
         where = judge_path(cfg.scorer.model, cfg.scorer.mode)
         check_template(where, cfg.scorer.template, cfg.scorer.mode)
-        judge, judge_tok = load_judge(where, device=cfg.model.device)
-        jm = agreement(score_pairs(judge, judge_tok, held, cfg.scorer), held)
-    results["scorer"] = jm
-    stamp(t0, f"R-Scorer: {jm}")
+    judge = open_judge(cfg.scorer, where, cfg.model.device, cfg.seed)  # models/judge.py: any kind
+    held_pairs, _, _ = judge.verdicts(held)
+    results["scorer"] = jm = agreement(held_pairs, held) if held_pairs else {}
+    stamp(t0, f"R-Scorer ({judge.kind}): {jm}")
 
     pool = data["pool"]
     items = [{"prompt_id": r["id"], "image": load_image(r["image"]), "question": r["question"],
@@ -115,11 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
         r = by_id[c["prompt_id"]]
         c.update(gold=r["answer"], facts=r.get("facts"), reference=r.get("reference"), question=r["question"])
     stamp(t0, f"search: {len(cands)} candidates for {len(pool)} prompts")
-    jitems = judge_items(cands)
-    rows = oracle_pairs(jitems) if judge is None else score_pairs(judge, judge_tok, jitems, cfg.scorer)
-    cur = curate(cands, rows, cfg.curation)
-    results["curate"] = {**cur.metrics(), "judge/flip_rate": flip_rate(rows),
-                         **{f"judge/{k}": v for k, v in onpolicy_agreement(rows, cands).items()}}
+    verdict = judge.judge(cands)
+    for c, r in zip(cands, verdict.reads or []):  # the reader's verdict, as the score stage writes it
+        c["supported"] = r["supported"]
+    cur = curate(cands, verdict.pairs, cfg.curation, point_rows=verdict.points)
+    results["curate"] = {**cur.metrics(), **{f"judge/{k}": v for k, v in verdict.diagnostics.items()}}
     stamp(t0, f"curation: {results['curate']} dropped {cur.dropped}")
     pairs = [{**p, "image": by_id[p["prompt_id"]]["image"]} for p in cur.pairs]
     if pairs:

@@ -9,7 +9,9 @@ from data.schema import CandidateScore, PreferencePair
 from tasks.common import config_of, log, stage_task
 from tasks.store import produce, write_json
 
-STAGE, VERSION = "curate", 2  # 2: the reader's `supported` joined from the score stage
+# 2: the reader's `supported` joined from the score stage
+# 3: scorer.mode=claims: each pair says which mark decided it (`decided_by`)
+STAGE, VERSION = "curate", 3
 READS = ("curation",)  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 
 
@@ -33,12 +35,26 @@ def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path) -> di
             kwargs["point_rows"] = read_records(point_file)
     result = curate(cands, kwargs.pop("pair_rows", None), cfg.curation,
                     point_rows=kwargs.get("point_rows"), prompt_fields=("question", "gold"))
+    metrics = result.metrics()
+    marks_file = Path(scores["path"]) / "marks.parquet"
+    if marks_file.exists():  # scorer.mode=claims: which of correct, consistent, factual decided
+        metrics.update(add_decisions(result.pairs, read_records(marks_file)))
     write_records(result.pairs, out / "preference_pairs.parquet", PreferencePair)
     write_records(result.scores, out / "candidate_scores.parquet", CandidateScore)
-    metrics = result.metrics()
     write_json(out / "metrics.json", {"metrics": metrics, "dropped": result.dropped})
     log()(f"[curate] kept {result.kept}/{result.n_prompts}, dropped {result.dropped}")
     return {"metrics": metrics, "dropped": result.dropped}
+
+
+def add_decisions(pairs: list[dict], marks: list[dict]) -> dict[str, float]:
+    """Sets each pair's `decided_by` (data/claims.py) and counts them: `curate/decided_by/<mark>`."""
+    from data.claims import WEIGHTS, decided_by
+
+    at = {(m["prompt_id"], int(m["cand_idx"])): m for m in marks}
+    for p in pairs:
+        p["decided_by"] = decided_by(at[(p["prompt_id"], p["chosen_idx"])], at[(p["prompt_id"], p["rejected_idx"])])
+    return {f"curate/decided_by/{k}": float(sum(p["decided_by"] == k for p in pairs))
+            for k in WEIGHTS} | {"curate/decided_by/none": float(sum(p["decided_by"] is None for p in pairs))}
 
 
 @stage_task("curate")

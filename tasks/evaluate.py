@@ -38,12 +38,13 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
     rationales = bool(chain)
     if judge is not None and rationales and not all(r.get("facts") for r in records):
         from data.config import ScorerConfig
-        from tasks.score import ORACLE, open_judge
+        from tasks.score import ORACLE, judge_for
 
-        if judge["digest"] != ORACLE:  # the judge's settings come with it (flows/pipeline.py)
-            settings = ScorerConfig.model_validate(judge["scorer"])
-            _, (jm, jt) = open_judge(settings, cfg.model.device, judge)
-            scorer = (jm, jt, settings)
+        settings = ScorerConfig.model_validate(judge["scorer"])  # they come with it (flows/pipeline.py)
+        # a claim checker grades claims, not responses: such a run reports n/a here
+        if judge["digest"] != ORACLE and settings.mode != "claims":
+            j = judge_for(settings.model_copy(update={"reader": None}), judge, cfg.model.device)
+            scorer = (j.model, j.tokenizer, settings)
     summary, rows = evaluate_policy(model, processor, records, cfg.eval, progress_logger("eval"),
                                     judge=scorer, rationales=rationales)
     write_json(out / "metrics.json", summary)

@@ -37,7 +37,7 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
                             parent_id=parent)
     metrics: dict = {}
     files = {"candidates": ["candidates.parquet"],
-             "scores": ["pairwise_scores.parquet", "pointwise_scores.parquet", "reader.parquet"],
+             "scores": ["pairwise_scores.parquet", "pointwise_scores.parquet", "reader.parquet", "marks.parquet"],
              "pairs": ["preference_pairs.parquet", "candidate_scores.parquet"]}
     for name, names in files.items():
         if name not in refs:
@@ -54,13 +54,14 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
             metrics["judge/flip_rate"] = flip
         for key, name in (("onpolicy_agreement", "onpolicy_agreement"), ("slot_bias", "slot_bias"),
                           ("onpolicy_agree_same_answer", "agree_same_answer"),
+                          ("onpolicy_agree_factual_only", "agree_factual_only"),
                           ("steer_filler", "steer_filler"), ("steer_verdict", "steer_verdict"),
                           ("steer_padding", "steer_padding")):
             v = refs["scores"]["meta"].get(key)
             if v is not None and v == v:  # NaN: no decisive pair
                 metrics[f"judge/{name}"] = v
         metrics.update({k: v for k, v in refs["scores"]["meta"].items()
-                        if k.startswith("reader/") and v is not None})
+                        if k.startswith(("reader/", "claims/")) and v is not None and v == v})
     if "pairs" in refs:
         metrics.update(refs["pairs"]["meta"].get("metrics", {}))
         _log_samples(tracker, run, refs)

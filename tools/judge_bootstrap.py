@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 
 from data.config import SRCConfig, load_config
-from data.judging import judge_items, onpolicy_pair_records, with_steers
-from data.perturb import agreement, candidate_items, onpolicy_agreement, pair_records, point_records
+from data.judging import judge_items, onpolicy_agreement, onpolicy_pair_records, with_steers
+from data.perturb import agreement, candidate_items, pair_records, point_records
 from data.shapes import generate
 from models.builtin import BUILTIN_JUDGE, check_template, git_commit, resolve_base
+from models.judge import Judge
 from models.judge_training import new_tiny_judge, train_and_save, training_records
 from models.scorer import (
-    load_judge, pair_accuracy, score_pairs, score_points, steer_rates,
+    load_judge, pair_accuracy, score_pairs, score_points,
 )
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +162,7 @@ def onpolicy_metrics(model: torch.nn.Module, tokenizer: object, cfg: SRCConfig,
     same-answer pairs, and the win probability a wrong candidate gets from each steer
     (`judge/steer_<how>`: filler, a copied verdict line, padding) against the right one."""
     m = onpolicy_agreement(score_pairs(model, tokenizer, judge_items(cands), cfg.scorer), cands)
-    m.update(steer_rates(model, tokenizer, cands, cfg.scorer, cfg.seed))
+    m.update(Judge(cfg.scorer, model, tokenizer, seed=cfg.seed).steer(cands, n_prompts=None))
     return {f"judge/{k}": v for k, v in m.items()}
 
 

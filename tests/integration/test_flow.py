@@ -286,3 +286,46 @@ def test_the_committed_judge_is_loaded_not_trained(first_run):
                           "scorer.reader=/no/such/reader"], cwd=ROOT,
                          env=run_env(state), capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "scorer.reader" in bad.stdout + bad.stderr
+
+
+def test_the_claims_judge_marks_candidates_and_curation_says_what_decided(first_run, tmp_path):
+    from models.builtin import BUILTIN_CLAIMS
+
+    state = first_run["state"]
+    proc, _ = src_run(state, f"model.base={first_run['base']}", "iterate.iterations=1", "runtime.num_threads=1",
+                      "scorer.mode=claims", "scorer.model=builtin", "scorer.reader=builtin",
+                      "--summary-json", str(tmp_path / "s.json"))
+    log = proc.stdout + proc.stderr
+    assert "[scorer]" not in log and "[score]" in log  # the committed checker: loaded, not trained
+    m = json.loads((tmp_path / "s.json").read_text())["iterations"][1]["metrics"]
+    # marks worked out into position-free pair verdicts: never a flip, no slot preferred
+    assert m["judge/flip_rate"] == pytest.approx(0.0, abs=1e-9) and abs(m["judge/slot_bias"]) < 1e-9
+    for k in ("claims/agree_consistent", "claims/agree_factual", "judge/steer_filler"):
+        assert 0.0 <= m[k] <= 1.0
+    decided = {k: m[f"curate/decided_by/{k}"] for k in ("correct", "consistent", "factual", "none")}
+    assert sum(decided.values()) == m["curate/kept"]  # every kept pair says which mark decided it
+    client, exp, runs = pipeline_runs(state)
+    kid = children(client, exp, runs[-1].info.run_id)[1]
+    assert "marks.parquet" in artifact_files(client, kid.info.run_id)
+    from data.records import read_records
+
+    marks = [r for p in (state / "stages" / "score").glob("*/marks.parquet") for r in read_records(p)]
+    assert marks
+    assert all(0.0 <= r[k] <= 1.0 for r in marks for k in ("correct", "consistent", "factual"))
+    assert (BUILTIN_CLAIMS / "src_judge.json").is_file()
+    # a claim checker asked to judge pairs is refused before any compute, naming the mode
+    bad = subprocess.run([sys.executable, "-m", "cli.main", "run", "--config", "configs/smoke.yaml",
+                          f"scorer.model={BUILTIN_CLAIMS}"], cwd=ROOT,
+                         env=run_env(state), capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "scorer.mode=claims" in bad.stdout + bad.stderr
+
+
+def test_a_claim_checker_is_trained_in_the_flow(first_run):
+    state = first_run["state"]
+    proc, _ = src_run(state, f"model.base={first_run['base']}", "iterate.iterations=1", "runtime.num_threads=1",
+                      "scorer.mode=claims", "scorer.model=train", "scorer.reader=builtin")
+    assert "[scorer]" in proc.stdout + proc.stderr
+    [checker] = [p.parent for p in (state / "stages" / "scorer").glob("*/judge/src_judge.json")
+                 if json.loads(p.read_text()).get("mode") == "claims"]
+    metrics = json.loads((checker.parent / "metrics.json").read_text())
+    assert metrics["claims/train_steps"] == 30.0 and 0.0 <= metrics["claims/accuracy"] <= 1.0

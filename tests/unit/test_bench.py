@@ -57,32 +57,48 @@ def test_seed_rows_are_mean_and_sd_and_headroom_shows_best_of_n_over_greedy():
     assert "| 80.0 / 50.0 |" in md and "| 0.550 |" in md
     t = {x["name"]: x for x in efficacy.targets(rows)}
     # the seed rows neither count as the last SRC iteration nor hide it
-    assert t["SRC iteration 2 consistency gain over iteration 0"]["value"] == pytest.approx(0.15)
+    assert t["SRC iteration 2 consistency gain over iteration 0 (seed 0)"]["value"] == pytest.approx(0.15)
     assert t["accuracy gain over iteration 0, mean of 3 seeds"]["value"] == pytest.approx(0.11)
-    assert not t["judge agreement on same-answer pairs (lowest iteration)"]["met"]
+    assert t["accuracy gain over iteration 0, mean of 3 seeds"]["met"]  # >= +2 points
+    assert not t["judge agreement on same-answer pairs (lowest iteration, any seed)"]["met"]
+    # each other seed against its own iteration 0: seed 2's consistency 0.30 -> 0.41, 7.8 SE
+    s2 = t["seed 2: SRC iteration 2 consistency gain over its iteration 0"]
+    assert s2["value"] == pytest.approx(0.11) and s2["met"]
+    s1 = t["seed 1: SRC iteration 2 factuality gain over its iteration 0"]
+    assert s1["value"] == pytest.approx(0.0) and not s1["met"]
+    # stage 1's consistency was 0.30 on every seed: sd 0, within 3 points
+    assert t["stage-1 consistency sd over 3 seeds"]["met"]
 
 
 def test_targets_gain_in_standard_errors_ablations_and_oracle_share():
-    t = {x["name"]: x for x in efficacy.targets(efficacy.table(_runs(0.50, 0.45, 0.60)))}
-    acc = t["SRC iteration 2 accuracy gain over iteration 0"]
+    runs = _runs(0.50, 0.45, 0.60)
+    runs["main"]["iterations"][2]["metrics"].update({"judge/agree_same_answer": 0.85, "judge/agree_factual_only": 0.7,
+                                                     "judge/steer_filler": 0.02, "judge/steer_padding": 0.2})
+    t = {x["name"]: x for x in efficacy.targets(efficacy.table(runs))}
+    acc = t["SRC iteration 2 accuracy gain over iteration 0 (seed 0)"]
     # +10 points with SE 1 point each: z = 0.10 / sqrt(2) / 0.01 = 7.07
     assert acc["value"] == pytest.approx(0.10) and acc["z"] == pytest.approx(7.071, abs=1e-3) and acc["met"]
-    cons = t["SRC iteration 2 consistency gain over iteration 0"]
+    cons = t["SRC iteration 2 consistency gain over iteration 0 (seed 0)"]
     assert cons["value"] == pytest.approx(0.15) and cons["met"]
-    assert t["full SRC consistency - pointwise ablation"]["met"]  # 9 points, 6.4 SE
-    assert not t["full SRC consistency - uniform ablation"]["met"]  # 0.45 < 0.50
+    assert not t["SRC iteration 2 factuality gain over iteration 0 (seed 0)"]["met"]  # 0.1 -> 0.1
+    assert t["full SRC consistency + factuality - pointwise ablation"]["met"]  # 9 points, 6.4 SE
+    assert not t["full SRC consistency + factuality - uniform ablation"]["met"]  # 0.45 < 0.50
     share = t["R-Scorer accuracy gain / oracle accuracy gain"]
-    assert share["value"] == pytest.approx(0.5) and not share["met"]  # 0.10 of 0.20
+    assert share["value"] == pytest.approx(0.5) and share["met"] is None  # 0.10 of 0.20, reported
     assert t["R-Scorer consistency gain / oracle consistency gain"]["value"] == pytest.approx(0.75)
     assert t["iteration 0 accuracy - base short-answer accuracy"]["met"] is False  # 0.40 < 0.42
-    assert t["SRC iteration 2 factuality gain over iteration 0"]["met"] is None
-    # a gain under 3 standard errors misses, even when it is over 8 points
-    t2 = {x["name"]: x for x in efficacy.targets(efficacy.table(_runs(0.49, 0.45, 0.49, se=0.04)))}
-    acc2 = t2["SRC iteration 2 accuracy gain over iteration 0"]
-    assert acc2["value"] == pytest.approx(0.09) and acc2["z"] < 3 and not acc2["met"]
-    # a consistency lead over an ablation under 2 standard errors misses
-    assert not t2["full SRC consistency - pointwise ablation"]["met"]  # 9 points, SE 5.7
-    assert t2["R-Scorer accuracy gain / oracle accuracy gain"]["value"] == pytest.approx(1.0)
+    assert t["judge agreement on same-answer pairs (lowest iteration, any seed)"]["met"]  # 0.85
+    assert not t["judge agreement on pairs differing only in factuality (lowest iteration, any seed)"]["met"]
+    steer = t["steer win probability (highest: filler, copied verdict, padding)"]
+    assert steer["value"] == pytest.approx(0.2) and not steer["met"]
+    # a fall under one standard error still counts as "not lower"; one over it does not
+    t2 = {x["name"]: x for x in efficacy.targets(efficacy.table(_runs(0.39, 0.45, 0.49, se=0.04)))}
+    acc2 = t2["SRC iteration 2 accuracy gain over iteration 0 (seed 0)"]
+    assert acc2["value"] == pytest.approx(-0.01) and acc2["met"]  # -0.18 SE
+    t3 = {x["name"]: x for x in efficacy.targets(efficacy.table(_runs(0.30, 0.45, 0.49)))}
+    assert not t3["SRC iteration 2 accuracy gain over iteration 0 (seed 0)"]["met"]  # -7 SE
+    # a lead over an ablation under 2 standard errors misses
+    assert not t2["full SRC consistency + factuality - pointwise ablation"]["met"]  # 9 points, SE 5.7
 
 
 def test_the_gpu_check_runs_its_stages_on_the_tiny_shape(tmp_path):

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from data.config import load_config
-from data.perturb import candidate_items, onpolicy_agreement, pair_records
+from data.judging import onpolicy_agreement
+from data.perturb import candidate_items, pair_records
 from data.shapes import generate
 from models.builtin import BUILTIN_JUDGE, JUDGE_INFO, check_template, judge_info
 from models.judge_training import new_tiny_judge, train_and_save

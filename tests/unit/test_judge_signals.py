@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 
-from data.perturb import onpolicy_agreement, slot_bias, variants
+from data.judging import onpolicy_agreement, slot_bias
+from data.perturb import variants
 from data.prompts import clean_candidate
 from data.scoring import parse_response
 from data.shapes import DataConfig, generate
@@ -132,10 +133,11 @@ def test_the_score_stage_measures_how_far_appended_text_steers_the_committed_jud
     from data.config import SRCConfig
     from models.builtin import BUILTIN_JUDGE
     from models.scorer import load_judge
-    from tasks.score import steering
+    from models.judge import Judge
 
     cfg = SRCConfig.model_validate({"scorer": {"template": "compact"}})
     model, tokenizer = load_judge(str(BUILTIN_JUDGE), device="cpu")
+    steering = lambda model, tokenizer, cfg, cands: Judge(cfg.scorer, model, tokenizer).steer(cands)
     cands = []
     for rec in generate("eval", 6, DataConfig(), 0):
         cands += [{**c, "question": rec["question"], "reference": rec["reference"]}
