@@ -167,9 +167,13 @@ class CurationConfig(Section):
     require_correct_chosen: bool = Field(True, description="drop prompts whose chosen is wrong")
     require_supported_chosen: bool = Field(True, description="with a reader: only a supported "
                                            "candidate may be chosen")
-    rejected: Literal["lowest", "likeliest"] = Field("lowest", description="'lowest' (the paper's) or "
-                                                     "'likeliest': unsupported, then most likely, of "
-                                                     "those >= delta below the chosen")
+    require_factual_chosen: bool = Field(False, description="with the claims judge's marks: only a "
+                                         "candidate marked factual may be chosen")
+    balance_answers: bool = Field(False, description="scale pair weights so every chosen answer "
+                                  "carries the same total weight (data.curation.balance_weights)")
+    rejected: Literal["lowest", "likeliest", "nearest"] = Field(
+        "lowest", description="'lowest' (the paper's), 'likeliest' (unsupported, then most likely, of "
+        "those >= delta below the chosen) or 'nearest' (the highest scored of those: a minimal contrast)")
     weighting: Literal["confidence", "uniform"] = Field(
         "confidence", description="'uniform' = plain mean of p(i>j) (ablation)"
     )

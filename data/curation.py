@@ -8,8 +8,8 @@ Inputs
 - pointwise verdicts (ablation): `prompt_id, cand_idx, p_good`;
 - candidates: `prompt_id, cand_idx, text, answer` (parsed and normalised, None = unparsable),
   optional `gold`, `mean_logprob`, `supported` (the reader's verdict, models/reader.py: the
-  rationale alone implies the stated answer; None = not read), and prompt fields passed
-  through to the pairs.
+  rationale alone implies the stated answer; None = not read), `factual` (the claims judge's
+  mark rounded at 1/2; None = not judged), and prompt fields passed through to the pairs.
 
 Decisions beyond the paper
 - The judge's three probabilities are used as given (not renormalised); they must lie in
@@ -44,7 +44,7 @@ AGGREGATE_COLUMNS = (
 PROMPT_FIELDS = ("question", "image", "gold")  # copied from the prompt's first candidate
 DROP_REASONS = (
     "fewer_than_2_candidates", "unparsable", "no_correct_or_no_wrong", "chosen_unsupported",
-    "no_margin", "chosen_wrong",
+    "chosen_not_factual", "no_margin", "chosen_wrong",
 )
 _EPS = 1e-9  # so that 0.7 - 0.5 (= 0.19999999999999996) passes delta = 0.2
 
@@ -246,6 +246,19 @@ def _judge_scores(pair_rows: Rows | None, point_rows: Rows | None, cands: pd.Dat
     return out
 
 
+def balance_weights(pairs: list[PreferencePair], answers: Sequence[str], clip: float = 4.0) -> None:
+    """Scale each pair's weight (in place) so that every chosen answer carries the same total
+    weight: x n_pairs / (n_answers x pairs with this answer), clipped to [1/clip, clip]. Without
+    it, a rule that keeps only factual chosen candidates keeps mostly the easy answers (on the
+    built-in world 'There are no ... Answer: 0.'), and DPO collapses count questions onto them.
+    Example: answers [0, 0, 0, 1] -> factors 4/(2x3) = 0.667 for each 0 and 4/(2x1) = 2 for the 1."""
+    count: dict[str, int] = {}
+    for a in answers:
+        count[a] = count.get(a, 0) + 1
+    for p, a in zip(pairs, answers):
+        p["weight"] *= min(clip, max(1 / clip, len(pairs) / (len(count) * count[a])))
+
+
 def _logprobs(recs: list[dict[str, Any]]) -> dict[int, float]:
     """cand_idx -> mean_logprob (0.0 for all without the column; -inf where it is missing)."""
     lp = {r["cand_idx"]: r.get("mean_logprob", 0.0) for r in recs}
@@ -288,6 +301,7 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
     fields = [f for f in prompt_fields if f in cands.columns and f != "prompt_id"]
     dropped = dict.fromkeys(DROP_REASONS, 0)
     pairs: list[PreferencePair] = []
+    chosen_answers: list[str] = []
     scores: list[CandidateScore] = []
     n_prompts = 0
     for _, g in cands.groupby("prompt_id", sort=False):
@@ -301,6 +315,7 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
         ans = {k: a or None for k, a in ans.items()}  # normalises to '' -> unparsable
         sup = {r["cand_idx"]: None if _missing(r.get("supported")) else bool(r["supported"])
                for r in recs}
+        fact = {r["cand_idx"]: None if _missing(r.get("factual")) else bool(r["factual"]) for r in recs}
         if answer_only:
             s = {k: float(gold is not None and a == gold) for k, a in ans.items()}
         else:
@@ -331,13 +346,19 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
                 if not eligible:
                     dropped["chosen_unsupported"] += 1
                     continue
+            if cfg.require_factual_chosen:
+                eligible = [k for k in eligible if fact.get(k) is not False]
+                if not eligible:
+                    dropped["chosen_not_factual"] += 1
+                    continue
             chosen = min(eligible, key=lambda k: (-s[k], k))
             rejected = min((k for k in ans if k != chosen), key=lambda k: (s[k], k))
-            if cfg.rejected == "likeliest":
-                lp = _logprobs(recs)
-                below = [k for k in ans if k != chosen and s[chosen] - s[k] + _EPS >= cfg.delta]
-                if below:  # an unsupported one first (its rationale does not imply its answer)
-                    rejected = min(below, key=lambda k: (sup.get(k) is not False, -lp[k], k))
+            below = [k for k in ans if k != chosen and s[chosen] - s[k] + _EPS >= cfg.delta]
+            if cfg.rejected == "likeliest" and below:
+                lp = _logprobs(recs)  # an unsupported one first (its rationale does not imply its answer)
+                rejected = min(below, key=lambda k: (sup.get(k) is not False, -lp[k], k))
+            elif cfg.rejected == "nearest" and below:  # the least different one that is still worse
+                rejected = min(below, key=lambda k: (-s[k], k))
             margin = s[chosen] - s[rejected]
             if margin + _EPS < cfg.delta:
                 dropped["no_margin"] += 1
@@ -347,12 +368,15 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
                 continue
             weight = 1.0 if cfg.weighting == "uniform" else margin
         text = {r["cand_idx"]: r["text"] for r in recs}
+        chosen_answers.append(ans[chosen])
         pairs.append({
             "prompt_id": pid, "chosen_idx": chosen, "rejected_idx": rejected,
             "chosen": text[chosen], "rejected": text[rejected],
             "s_chosen": s[chosen], "s_rejected": s[rejected], "weight": weight,
             **{f: recs[0][f] for f in fields},
         })
+    if cfg.balance_answers and pairs:
+        balance_weights(pairs, chosen_answers)
     kept = len(pairs)
     assert kept + sum(dropped.values()) == n_prompts
     return CurationResult(pairs=pairs, dropped=dropped, scores=scores, n_prompts=n_prompts,

@@ -10,7 +10,8 @@ from tasks.common import config_of, log, stage_task
 from tasks.store import produce, write_json
 
 # 2: the reader's `supported` joined from the score stage
-# 3: scorer.mode=claims: each pair says which mark decided it (`decided_by`)
+# 3: scorer.mode=claims: each pair says which mark decided it (`decided_by`); its factual mark
+#    joined for curation.require_factual_chosen
 STAGE, VERSION = "curate", 3
 READS = ("curation",)  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 
@@ -25,6 +26,11 @@ def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path) -> di
         said = {(r["prompt_id"], int(r["cand_idx"])): r["supported"] for r in read_records(reader_file)}
         for c in cands:
             c["supported"] = said.get((c["prompt_id"], int(c["cand_idx"])))
+    marks_file = Path(scores["path"]) / "marks.parquet"
+    marks = read_records(marks_file) if marks_file.exists() else []  # scorer.mode=claims
+    factual = {(m["prompt_id"], int(m["cand_idx"])): m["factual"] >= 0.5 for m in marks}
+    for c in cands:
+        c["factual"] = factual.get((c["prompt_id"], int(c["cand_idx"])))
     pair_file = Path(scores["path"]) / "pairwise_scores.parquet"
     point_file = Path(scores["path"]) / "pointwise_scores.parquet"
     kwargs = {}
@@ -36,9 +42,8 @@ def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path) -> di
     result = curate(cands, kwargs.pop("pair_rows", None), cfg.curation,
                     point_rows=kwargs.get("point_rows"), prompt_fields=("question", "gold"))
     metrics = result.metrics()
-    marks_file = Path(scores["path"]) / "marks.parquet"
-    if marks_file.exists():  # scorer.mode=claims: which of correct, consistent, factual decided
-        metrics.update(add_decisions(result.pairs, read_records(marks_file)))
+    if marks:  # scorer.mode=claims: which of correct, consistent, factual decided each pair
+        metrics.update(add_decisions(result.pairs, marks))
     write_records(result.pairs, out / "preference_pairs.parquet", PreferencePair)
     write_records(result.scores, out / "candidate_scores.parquet", CandidateScore)
     write_json(out / "metrics.json", {"metrics": metrics, "dropped": result.dropped})

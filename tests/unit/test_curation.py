@@ -223,6 +223,28 @@ def test_likeliest_rejected_is_the_policys_own_negative_unsupported_first():
     assert p["rejected_idx"] == 2
 
 
+def test_only_a_candidate_marked_factual_is_chosen_when_asked():
+    # s0 = 0.95, s1 = 0.40, s2 = 0.15: the claims judge marks 0 not factual, 1 factual
+    c = cands("p0", ["red", "red", "red"], factual=[False, True, None])
+    cfg = CurationConfig(require_factual_chosen=True)
+    (p,) = curate(c, CONFIDENT, cfg).pairs
+    assert (p["chosen_idx"], p["rejected_idx"]) == (1, 2)
+    c = cands("p0", ["red", "red", "red"], factual=[False, False, False])
+    res = curate(c, CONFIDENT, cfg)
+    assert res.kept == 0 and res.dropped["chosen_not_factual"] == 1
+    assert curate(c, CONFIDENT, CurationConfig()).pairs[0]["chosen_idx"] == 0  # off by default
+
+
+def test_nearest_rejected_is_the_best_of_those_delta_below():
+    # s0 = 0.95, s1 = 0.40, s2 = 0.15: both are >= 0.2 below; the nearest is 1 (margin 0.55)
+    cfg = CurationConfig(rejected="nearest", require_correct_chosen=False)
+    (p,) = curate(cands("p0", ["red", "blue", "green"]), CONFIDENT, cfg).pairs
+    assert (p["chosen_idx"], p["rejected_idx"], p["weight"]) == (0, 1, approx(0.55))
+    # delta 0.6 leaves only 2
+    (p,) = curate(cands("p0", ["red", "blue", "green"]), CONFIDENT, cfg.model_copy(update={"delta": 0.6})).pairs
+    assert p["rejected_idx"] == 2
+
+
 def test_fewer_than_2_candidates_and_unparsable():
     c = cands("one", ["red"]) + cands("bad", ["red", None]) + cands("p0", ["red", "b", "c"])
     rows = both("bad", 0, 1, 0.1) + CONFIDENT
@@ -330,3 +352,21 @@ def test_integer_prompt_ids_give_json_ready_records():
     json.dumps({"pairs": res.pairs, "scores": res.scores, "dropped": res.dropped})
     with pytest.raises(ValueError, match=r"prompt 7: pair \(1, 2\)"):
         aggregate_pairs(pd.DataFrame(rows[:-1]))
+
+
+def test_balance_answers_gives_every_chosen_answer_the_same_total_weight():
+    from data.curation import balance_weights
+
+    pairs = [{"weight": 1.0} for _ in range(4)]
+    balance_weights(pairs, ["0", "0", "0", "1"])
+    assert [p["weight"] for p in pairs] == approx([2 / 3, 2 / 3, 2 / 3, 2.0])
+    assert sum(p["weight"] for p in pairs[:3]) == approx(pairs[3]["weight"])
+    many = [{"weight": 0.5} for _ in range(41)]
+    balance_weights(many, ["0"] * 40 + ["1"])  # 41 / (2 x 1) = 20.5 for the lone one: clipped at 4
+    assert many[-1]["weight"] == approx(2.0) and many[0]["weight"] == approx(0.5 * 41 / 80)
+    # in curate: two prompts with chosen 'red', one with 'blue' (scores of CONFIDENT each)
+    c = [*cands("a", ["red", "x", "y"]), *cands("b", ["red", "x", "y"]), *cands("c", ["blue", "x", "y"], gold="blue")]
+    rows = [{**r, "prompt_id": pid} for pid in "abc" for r in CONFIDENT]
+    res = curate(c, rows, CurationConfig(balance_answers=True))
+    w = {p["prompt_id"]: p["weight"] for p in res.pairs}
+    assert w["a"] == w["b"] == approx(0.8 * 3 / 4) and w["c"] == approx(0.8 * 3 / 2)
