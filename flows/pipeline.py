@@ -129,7 +129,8 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker: Tracker
         return ref
     # a given judge is checked (exists, prompt style) before any run or compute starts
     given_judge = (None if cfg.scorer.model == "train" else ORACLE_JUDGE if cfg.scorer.model == score.ORACLE
-                   else judge_ref(cfg.scorer.model, cfg.scorer.template, cfg.scorer.mode, cfg.scorer.evidence))
+                   else judge_ref(cfg.scorer.model, cfg.scorer.template, cfg.scorer.mode, cfg.scorer.evidence,
+                                 cfg.data.world))
     reader = reader_digest(cfg.scorer.reader)  # checked, like the judge, before any compute
     parent = tracker.start_run(
         f"src-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -60,7 +60,8 @@ def judge_info(path: str | Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def check_template(path: str | Path, template: str, mode: str | None = None, evidence: str | None = None) -> None:
+def check_template(path: str | Path, template: str, mode: str | None = None, evidence: str | None = None,
+                   world: str | None = None) -> None:
     """A judge trained on one prompt style (or on pairs only) reads another as noise: refuse,
     naming both. A judge trained in pointwise mode saw pairs too and may judge either way.
 
@@ -76,6 +77,10 @@ def check_template(path: str | Path, template: str, mode: str | None = None, evi
     if (mode == "claims") != (info.get("mode", mode) == "claims"):
         raise ValueError(f"judge {str(path)!r} was trained for scorer.mode={info.get('mode')}, not "
                          f"{mode}: a claim checker judges one claim, a pair judge two responses")
+    if world is not None and info.get("world", world) != world:
+        raise ValueError(f"judge {str(path)!r} was trained for data.world={info['world']}, not {world}: "
+                         "give one trained for your data (scorer.model=<folder or hub id>), or use "
+                         "scorer.mode=pairwise with a judge for it")
     if evidence is not None and info.get("evidence", evidence) != evidence:
         raise ValueError(f"claim checker {str(path)!r} was trained with scorer.evidence={info['evidence']!r}, "
                          f"but the config says {evidence!r}: set scorer.evidence={info['evidence']}")

@@ -233,14 +233,17 @@ def train_checker(model: Any, tokenizer: Any, records: Sequence[dict], *, steps:
             "claims/train_records": float(len(records))}
 
 
-def save_checker(model: Any, tokenizer: Any, out: str | Path, max_length: int, evidence: str = "overlap") -> Path:
-    """Save a checker with its `src_judge.json` (mode claims), which the pipeline checks
-    against scorer.mode before any compute (models/builtin.py:check_template)."""
+def save_checker(model: Any, tokenizer: Any, out: str | Path, max_length: int, evidence: str = "overlap",
+                 world: str | None = None) -> Path:
+    """Save a checker with its `src_judge.json` (mode claims, evidence, the world it was trained
+    for), which the pipeline checks against the config before any compute
+    (models/builtin.py:check_template)."""
     from models.builtin import JUDGE_INFO
     from models.scorer import save_judge
 
     folder = save_judge(model, tokenizer, out)
-    (Path(out) / JUDGE_INFO).write_text(json.dumps({"mode": "claims", "max_length": max_length, "evidence": evidence}, indent=1))
+    (Path(out) / JUDGE_INFO).write_text(json.dumps({"mode": "claims", "max_length": max_length, "evidence": evidence,
+                                                       **({"world": world} if world else {})}, indent=1))
     return folder
 
 

@@ -39,7 +39,8 @@ def base_ref(name: str, field: str = "model.base") -> dict:
     return {"path": name, "digest": digest({"hub_id": name}), "stage": "base", "key": "", "meta": {}}
 
 
-def judge_ref(name: str, template: str = "full", mode: str = "pairwise", evidence: str | None = None) -> dict:
+def judge_ref(name: str, template: str = "full", mode: str = "pairwise", evidence: str | None = None,
+              world: str | None = None) -> dict:
     """Reference to a trained R-Scorer: 'builtin' (models/builtin/judge), a local folder by
     content, or a hub id. A folder that records its prompt style must match `template`.
 
@@ -52,7 +53,7 @@ def judge_ref(name: str, template: str = "full", mode: str = "pairwise", evidenc
     folder = Path(ref["path"])
     info, meta = {}, {}
     if folder.is_dir():
-        check_template(folder, template, mode, evidence)
+        check_template(folder, template, mode, evidence, world)
         info = judge_info(folder)
         if (folder / "manifest.json").is_file():
             meta = {"metrics": json.loads((folder / "manifest.json").read_text()).get("metrics", {})}

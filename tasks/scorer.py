@@ -53,7 +53,7 @@ def build_checker(cfg, model, tokenizer, world: dict, out: Path) -> dict:
     if held:
         metrics.update(checker_accuracy(model, tokenizer, claim_records(held, cfg.seed), cfg.scorer.max_length,
                                         select=select))
-    save_checker(model, tokenizer, out / "judge", cfg.scorer.max_length, cfg.scorer.evidence)
+    save_checker(model, tokenizer, out / "judge", cfg.scorer.max_length, cfg.scorer.evidence, "shapes")
     write_json(out / "metrics.json", metrics)
     return {"metrics": metrics}
 

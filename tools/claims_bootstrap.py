@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                         batch_size=args.batch_size, max_length=args.max_length, seed=cfg.seed, progress=tick,
                         select=args.evidence == "overlap")
     metrics = measure(model, tok, cfg, args.heldout_candidates, args.max_length, args.evidence == "overlap")
-    save_checker(model, tok, args.out, args.max_length, args.evidence)
+    save_checker(model, tok, args.out, args.max_length, args.evidence, cfg.data.world)
     manifest = {
         "command": "python -m tools.claims_bootstrap " + " ".join(argv if argv is not None else sys.argv[1:]),
         "commit": git_commit(), "seed": cfg.seed, "init": Path(args.init).name, "mode": "claims",

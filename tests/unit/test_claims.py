@@ -169,10 +169,15 @@ def test_train_checker_learns_from_random_init_and_saves_a_checker_that_loads(tm
     fit = train_checker(model, tok, rows, steps=40, learning_rate=3e-3, batch_size=16)
     assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())  # every weight trained
     assert fit["claims/train_steps"] == 40.0 and fit["claims/verdict_loss"] < 0.75
-    save_checker(model, tok, tmp_path / "c", max_length=256)
-    check_template(tmp_path / "c", "compact", "claims")  # accepted for claims mode
+    save_checker(model, tok, tmp_path / "c", max_length=256, world="shapes")
+    check_template(tmp_path / "c", "compact", "claims", "overlap", "shapes")  # accepted for claims mode
     with pytest.raises(ValueError, match="scorer.mode=claims, not pairwise"):
         check_template(tmp_path / "c", "compact", "pairwise")
+    with pytest.raises(ValueError, match="scorer.evidence='overlap'"):
+        check_template(tmp_path / "c", "compact", "claims", "all")
+    # a checker of the shapes world on your own data: refused, naming what to set
+    with pytest.raises(ValueError, match="trained for data.world=shapes, not files.*scorer.model="):
+        check_template(tmp_path / "c", "compact", "claims", "overlap", "files")
     again, tok2 = load_judge(str(tmp_path / "c"), device="cpu")
     a = checker_accuracy(model, tok, rows[:50])["claims/accuracy"]
     assert checker_accuracy(again, tok2, rows[:50])["claims/accuracy"] == a
