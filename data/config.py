@@ -65,6 +65,9 @@ class RationaleSFTConfig(Section):
     max_steps: int = Field(300, ge=1, description="optimizer steps")
     batch_size: int = Field(16, ge=1, description="examples per step (changes the result)")
     max_examples: int = Field(0, ge=0, description="cap on training examples; 0 = all")
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = Field(
+        "linear", description="learning-rate schedule after the warm-up (transformers' names)")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="share of the steps spent warming up")
     save_steps: int = runtime(50, "checkpoint every N steps: a killed training resumes from the "
                               "last checkpoint; 0 = never", ge=0)
     source: Literal["dataset", "teacher"] = Field(

@@ -109,6 +109,8 @@ def train_rationale_sft(
         max_steps=cfg.max_steps,
         per_device_train_batch_size=per_device_batch(cfg.batch_size, "rationale_sft.batch_size"),
         learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=round(cfg.warmup_ratio * cfg.max_steps),
         completion_only_loss=True,  # loss on the response, never on the question
         **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm, checkpoint_dir,
                            cfg.save_steps),

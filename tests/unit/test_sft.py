@@ -6,6 +6,7 @@ Run: HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests/unit/test_sft.py
 from __future__ import annotations
 
 import copy
+import math
 import json
 import os
 
@@ -192,3 +193,18 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_adapter(token
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(b[k], a[k]), k  # bit for bit: the store digests must agree
+
+
+def test_the_schedule_warms_up_then_follows_its_curve(tokenizer, records, tmp_path):
+    model, processor = build_tiny_llava(tokenizer, seed=0)
+    cfg = RationaleSFTConfig(max_steps=8, batch_size=4, learning_rate=1e-3, lr_scheduler="cosine",
+                             warmup_ratio=0.25)
+    seen: list[float] = []
+    train_rationale_sft(model, processor, records, cfg, tmp_path / "c", seed=0,
+                        progress=lambda step, total, logs: seen.extend([logs["learning_rate"]] if "learning_rate" in logs else []))
+    # the rate each step trained at: 2 warm-up steps (0.25 x 8) from 0, the peak, then cosine
+    # over the 6 left: 1e-3 x (1 + cos(pi k / 6)) / 2 for k = 1..5
+    assert seen[:3] == pytest.approx([0.0, 5e-4, 1e-3])
+    assert seen[3:] == pytest.approx([0.5e-3 * (1 + math.cos(math.pi * k / 6)) for k in range(1, 6)])
+    # the default stays the old one: linear decay, no warm-up
+    assert RationaleSFTConfig().lr_scheduler == "linear" and RationaleSFTConfig().warmup_ratio == 0.0
