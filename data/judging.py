@@ -38,15 +38,20 @@ def judge_items(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
     return items
 
 
+def require_facts(item: dict[str, Any]) -> None:
+    """Raises ValueError, naming the prompt, for an item without scene facts or gold answer."""
+    if item.get("facts") is None or item.get("gold") is None:
+        raise ValueError(f"prompt {item['prompt_id']!r}: the oracle scorer needs scene facts and a "
+                         "gold answer on the candidates (the built-in world); use a trained judge")
+
+
 def exact_qualities(item: dict[str, Any]) -> list[float]:
     """The exact scorer's quality of each candidate of a judging item (needs `facts`, `gold`).
 
     Raises:
         ValueError: the item has no scene facts or no gold answer (not the built-in world).
     """
-    if item.get("facts") is None or item.get("gold") is None:
-        raise ValueError(f"prompt {item['prompt_id']!r}: the oracle scorer needs scene facts and a "
-                         "gold answer on the candidates (the built-in world); use a trained judge")
+    require_facts(item)
     return [score_shapes(t, item["facts"], item["gold"]).quality for t in item["candidates"]]
 
 
@@ -62,6 +67,22 @@ def oracle_pairs(items: Sequence[dict[str, Any]]) -> list[PairScore]:
                                  "p_a": float(q[a] > q[b]), "p_b": float(q[b] > q[a]),
                                  "p_tie": float(q[a] == q[b])})
     return rows
+
+
+def oracle_marks(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The claims judge's marks (data/schema.py:CandidateMark) from the exact scorer: 1 or 0 for
+    correct, consistent and factual; the oracle of scorer.mode=claims."""
+    from data.scoring import parse_claims, parse_response
+
+    out = []
+    for it in items:
+        require_facts(it)
+        for k, t in zip(it.get("cand_idx") or range(len(it["candidates"])), it["candidates"]):
+            e = score_shapes(t, it["facts"], str(it["gold"]))
+            out.append({"prompt_id": it["prompt_id"], "cand_idx": int(k), "correct": float(e.correct),
+                        "consistent": float(e.consistent), "factual": float(e.factual),
+                        "n_claims": len(parse_claims(parse_response(t).rationale))})
+    return out
 
 
 def oracle_points(items: Sequence[dict[str, Any]]) -> list[PointScore]:

@@ -6,6 +6,7 @@ opens a judge here and gets the same record kinds back, whatever judges:
 | scorer.model / scorer.mode | verdicts                                   | code               |
 |----------------------------|--------------------------------------------|--------------------|
 | oracle (any mode)          | the exact scorer of the built-in world     | data/judging.py    |
+|                            | (claims mode: exact marks, same arithmetic)|                    |
 | a model, pairwise          | ' A' / ' B' / ' Tie' of one forward pass   | models/scorer.py   |
 | a model, pointwise         | ' Good' / ' Bad' (ablation)                | models/scorer.py   |
 | a model, claims            | each claim checked, the answer read, pairs | models/claims.py   |
@@ -26,7 +27,7 @@ from typing import Any
 from data.config import ScorerConfig
 from data.curation import flip_rate
 from data.judging import (
-    judge_items, mark_agreement, onpolicy_agreement, oracle_pairs, oracle_points, slot_bias,
+    judge_items, mark_agreement, onpolicy_agreement, oracle_marks, oracle_pairs, oracle_points, slot_bias,
     steer_win_rate, steering_items,
 )
 from data.schema import Candidate, CandidateMark, PairScore, PointScore, ReaderMark
@@ -65,6 +66,11 @@ class Judge:
                  ) -> tuple[list[PairScore] | None, list[PointScore] | None, list[CandidateMark] | None]:
         """(pair rows, pointwise rows, marks) of the items; the ones the mode does not give are None."""
         cfg = self.cfg
+        if self.oracle and cfg.mode == "claims":  # exact marks, worked out like the judge's
+            from models.claims import marks_to_pairs
+
+            marks = oracle_marks(items)
+            return marks_to_pairs(marks), None, marks
         if self.oracle:
             return (None, oracle_points(items), None) if cfg.mode == "pointwise" else (oracle_pairs(items), None, None)
         if cfg.mode == "claims":

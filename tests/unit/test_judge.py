@@ -55,3 +55,14 @@ def test_claims_mode_needs_a_reader():
     ScorerConfig(mode="claims", model=ORACLE)  # the oracle needs none
     with pytest.raises(ValueError, match="needs scorer.reader"):
         Judge(ScorerConfig.model_construct(mode="claims", model="x", reader=None)).verdicts([])
+
+
+def test_the_oracle_in_claims_mode_gives_exact_marks(cands):
+    from data.scoring import score_shapes
+
+    out = open_judge(ScorerConfig(model=ORACLE, mode="claims"), None, "cpu").judge(cands)
+    by = {(c["prompt_id"], c["cand_idx"]): score_shapes(c["text"], c["facts"], c["gold"]) for c in cands}
+    for m in out.marks:
+        e = by[(m["prompt_id"], m["cand_idx"])]
+        assert (m["correct"], m["consistent"], m["factual"]) == (e.correct, e.consistent, e.factual)
+    assert out.diagnostics["onpolicy_agreement"] == 1.0 and out.diagnostics["claims/agree_factual"] == 1.0
