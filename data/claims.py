@@ -14,7 +14,6 @@ Deterministic in (record id, seed). Training records come from the world's `scor
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -231,7 +230,3 @@ def decided_by(a: dict[str, float], b: dict[str, float]) -> str | None:
         if (a[k] >= 0.5) != (b[k] >= 0.5):
             return k
     return None
-
-
-def facts_json(facts: str | dict) -> str:
-    return facts if isinstance(facts, str) else json.dumps(facts, sort_keys=True)
