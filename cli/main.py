@@ -62,9 +62,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(result["base_table"])
     print("\nper iteration (0 = rationale-tuned, before any DPO):")
     print(result["table"])
-    if result.get("measured_by") == "R-Scorer":  # data without scene facts
-        print("consistency and factuality are judged by the R-Scorer (no scene facts to score them "
-              "exactly; models/evaluate.py says how)")
+    by = result.get("measured_by")
+    if by and by != "exact scorer":  # data without scene facts: who graded them, never the R-Scorer
+        print(f"consistency and factuality are graded by the {by} (no scene facts to score them "
+              "exactly; the R-Scorer that curation uses never grades: models/evaluate.py)")
+    elif by is None and result.get("iterations"):
+        print("consistency and factuality: n/a (no scene facts, and no teacher to grade them: "
+              "set teacher.endpoint and teacher.model, eval.judge)")
     bad = {k: v for k, v in (result.get("rejected") or {}).items() if v}
     if bad:  # your own data: the rows left out, and where each one's reason is
         print(f"rejected rows: {', '.join(f'{k} {v}' for k, v in bad.items())}; file, row, id, field and "
@@ -167,14 +171,20 @@ def print_error(e: BaseException) -> None:
 
 
 def preflight(args: argparse.Namespace) -> None:
-    """Checks that need no server and no model, run before any command that loads one: the
-    config loads (ConfigError) and its model.device is on this machine (DeviceUnavailable)."""
+    """Checks that need no model, run before any command that loads one: the config loads
+    (ConfigError), its model.device is on this machine (DeviceUnavailable), its judge and reader
+    were trained for its data, and a teacher it asks answers (ServiceUnavailable)."""
     if getattr(args, "cmd", None) not in LOADS_MODEL:
         return
     from data.config import load_config
-    from cli.preflight import check_device
+    from cli.preflight import check_device, check_teacher
+    from tasks.refs import check_judging
 
-    check_device(load_config(args.config, args.overrides).model.device)
+    cfg = load_config(args.config, args.overrides)
+    check_device(cfg.model.device)
+    if args.cmd != "eval-base":
+        check_judging(cfg)  # a judge or reader of another world: one line, before Prefect starts
+        check_teacher(cfg)
 
 
 def dispatch(args: argparse.Namespace) -> int:

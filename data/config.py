@@ -78,9 +78,9 @@ class RationaleSFTConfig(Section):
 class TeacherConfig(Section):
     """A teacher VLM behind an OpenAI-compatible chat endpoint (vLLM, TGI, `transformers serve`)."""
 
-    endpoint: str | None = Field(
-        None, description="base URL, e.g. http://127.0.0.1:8000/v1 (…/chat/completions is added)"
-    )
+    endpoint: str | None = runtime(
+        None, "base URL, e.g. http://127.0.0.1:8000/v1 (…/chat/completions is added); where the teacher "
+        "runs, not what it says (teacher.model): not in cache keys")
     model: str = Field("", description="model name the endpoint serves, e.g. Qwen/Qwen2-VL-72B-Instruct")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable with the API key")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="sampling temperature of the teacher")
@@ -156,9 +156,26 @@ class ScorerConfig(Section):
                                "'builtin', a folder or a hub id; None = no reader")
     reader_threshold: float | None = Field(None, ge=0.0, le=1.0, description="confidence a supported "
                                            "verdict needs; None = the reader manifest's `threshold`")
+    reference: Literal["dataset", "teacher", "none"] = Field(
+        "dataset", description="what the judge reads as the image's reference: the dataset's own "
+        "(the shapes caption, a `reference` column), the teacher's description of each image "
+        "(data.world=files|hf; cached), or none")
+    init: str = Field("builtin", description="scorer.model=distill (and scorer.reader=distill): the "
+                      "pretrained LM the judge and the reader are fine-tuned from: 'builtin' (the "
+                      "committed tiny judge's weights), a folder or a hub id (e.g. Qwen/Qwen2.5-1.5B-Instruct)")
+    lora_r: int = Field(0, ge=0, description="distillation: LoRA rank on scorer.init (merged when saved); "
+                        "0 = fine-tune every weight (the tiny judge)")
+    reader_train_steps: int = Field(600, ge=1, description="scorer.reader=distill: reader SFT steps")
+    distill_prompts: int = Field(0, ge=0, description="distillation: prompts of the first iteration's "
+                                 "candidates sent to the teacher; 0 = all")
 
     @model_validator(mode="after")
     def _check_claims(self) -> "ScorerConfig":
+        if self.reader == "distill" and self.model != "distill":
+            raise ValueError("scorer.reader=distill distils the reader with the judge: set scorer.model=distill")
+        if self.model == "distill" and self.mode != "claims":
+            raise ValueError("scorer.model=distill distils a claim checker and a reader from the teacher: "
+                             "set scorer.mode=claims")
         if self.mode == "claims" and not self.reader and self.model != "oracle":
             raise ValueError("scorer.mode=claims reads each candidate's implied answer with the reader: "
                              "set scorer.reader (builtin, a folder or a hub id)")
@@ -223,6 +240,11 @@ class EvalConfig(Section):
     max_questions: int = Field(0, ge=0, description="cap on held-out questions; 0 = all")
     max_new_tokens: int = Field(96, ge=1, description="greedy decoding budget")
     n_samples: int = Field(32, ge=0, description="responses kept as samples")
+    judge: Literal["auto", "teacher", "none"] = Field(
+        "auto", description="who grades consistency and factuality on data without scene facts: "
+        "'teacher' (each claim checked and the implied answer read by the teacher, never by the "
+        "judge curation uses), 'none' (n/a), 'auto' = teacher when teacher.endpoint is set. The "
+        "built-in world is always graded exactly")
     batch_size: int = runtime(64, "questions per generate call")
 
 
@@ -287,6 +309,13 @@ class SRCConfig(Section):
                 "rationale_sft.source='teacher' needs teacher.endpoint and teacher.model "
                 f"(got endpoint={self.teacher.endpoint!r}, model={self.teacher.model!r})"
             )
+        asks = [f for f, on in (("scorer.model=distill", self.scorer.model == "distill"),
+                                ("scorer.reader=distill", self.scorer.reader == "distill"),
+                                ("scorer.reference=teacher", self.scorer.reference == "teacher"),
+                                ("eval.judge=teacher", self.eval.judge == "teacher")) if on]
+        if asks and not (self.teacher.endpoint and self.teacher.model):
+            raise ValueError(f"{asks[0]} asks the teacher: set teacher.endpoint and teacher.model (an "
+                             "OpenAI-compatible server: vLLM, TGI, llama.cpp; docs/own-data.md)")
         if self.scorer.model == "oracle" and self.data.world != "shapes":
             raise ValueError(
                 f"scorer.model='oracle' judges with the built-in world's scene facts, which "

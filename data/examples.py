@@ -23,7 +23,7 @@ from data.shapes import answers_of, generate
 SPLITS = ("train", "validation")
 
 
-def _rows(split: str, n: int, seed: int = 0) -> list[dict]:
+def example_rows(split: str, n: int, seed: int = 0) -> list[dict]:
     return generate("rationale" if split == "train" else "eval", n, DataConfig(), seed)
 
 
@@ -55,7 +55,7 @@ def write_jsonl(root: Path, n_train: int = 120, n_eval: int = 24, bad_rows: bool
     (root / "images").mkdir(parents=True, exist_ok=True)
     over = ["data.world=files", f"data.files.image_dir={root / 'images'}",
             "data.files.columns={id: qid, image: img, rationale: why}"]
-    train, ev = _rows("train", n_train), _rows("validation", n_eval)
+    train, ev = example_rows("train", n_train), example_rows("validation", n_eval)
     half = n_train // 2
     for name, rows in (("rationale", train[:half]), ("pool", train[half:]), ("eval", ev)):
         lines = []
@@ -89,7 +89,7 @@ def write_aokvqa(root: Path, n_train: int = 120, n_eval: int = 24) -> list[str]:
 
     out = {}
     for split, n in zip(SPLITS, (n_train, n_eval)):
-        rs = _rows(split, n)
+        rs = example_rows(split, n)
         ch = [choices_for(r) for r in rs]
         out[split] = {"question_id": [r["id"] for r in rs],
                       "image": [{"bytes": r["image"], "path": None} for r in rs],
@@ -114,7 +114,7 @@ def write_scienceqa(root: Path, n_train: int = 130, n_eval: int = 26, text_only_
 
     out = {}
     for split, n in zip(SPLITS, (n_train, n_eval)):
-        rs = _rows(split, n)
+        rs = example_rows(split, n)
         ch = [choices_for(r) for r in rs]
         out[split] = {"image": [None if k % text_only_every == 0 else {"bytes": r["image"], "path": None}
                                 for k, r in enumerate(rs)],

@@ -23,8 +23,8 @@ from data.schema import Candidate, PairScore, PointScore
 
 def judge_items(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
     """One judging item per prompt (first-seen prompt order), candidates in cand_idx order:
-    `prompt_id, question, reference, gold, candidates` (texts), `cand_idx`, and `facts`
-    when the candidates carry them."""
+    `prompt_id, question, reference, gold, candidates` (texts), `cand_idx`, and `facts` and
+    `choices` when the candidates carry them."""
     groups: dict = defaultdict(list)
     for c in cands:
         groups[c["prompt_id"]].append(c)
@@ -33,7 +33,7 @@ def judge_items(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
         cs = sorted(cs, key=lambda c: c["cand_idx"])
         items.append({"prompt_id": pid, "question": cs[0]["question"],
                       "reference": cs[0].get("reference") or "", "gold": cs[0].get("gold"),
-                      "facts": cs[0].get("facts"),
+                      "facts": cs[0].get("facts"), "choices": cs[0].get("choices"),
                       "candidates": [c["text"] for c in cs], "cand_idx": [c["cand_idx"] for c in cs]})
     return items
 

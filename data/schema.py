@@ -46,6 +46,7 @@ class Candidate(TypedDict):
     reference: str | None
     facts: str | None
     family: str | None
+    choices: NotRequired[list[str] | None]  # a multiple-choice question's options (data.world=files|hf)
 
 
 class Greedy(TypedDict):

@@ -18,14 +18,14 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from data.config import SRCConfig, digest, stage_signature
+from data.config import SRCConfig, digest
 from data.metrics import format_table
 from data.validate import DataError
-from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
+from tasks import curate, distil, dpo, evaluate, report, score, scorer, search, sft, world
 from models.builtin import git_commit
 from tasks.layout import eval_metrics, log_iteration, metrics_table, resolve_start
 from tasks.reads import signature
-from tasks.refs import base_ref, judge_ref, reader_digest
+from tasks.refs import ORACLE_JUDGE, base_ref, given_judge_ref, reader_digest
 from tasks.store import lookup, stage_key
 from tasks.tracking import Tracker, make_tracker, require_records
 
@@ -37,13 +37,11 @@ def task_key(module: Any, cfg: SRCConfig, inputs: dict[str, Any], extra: dict[st
                      inputs, cfg.seed)
 
 
-def eval_key(cfg: SRCConfig, base: dict, chain: list[dict], w: dict, judge: dict | None = None) -> str:
-    """The evaluation stage's key; the judge is an input only where it measures (no facts)."""
+def eval_key(cfg: SRCConfig, base: dict, chain: list[dict], w: dict) -> str:
+    """The evaluation stage's key; who grades (the teacher or nobody, on data without facts)
+    is part of it, since whether teacher.endpoint is set is not."""
     inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
-    if judge is not None and chain and evaluate.needs_judge(cfg.data.world):
-        inputs["judge"] = judge["digest"]
-        inputs["judge_settings"] = stage_signature(cfg.scorer)  # how it judges: an input too
-    return task_key(evaluate, cfg, inputs)
+    return task_key(evaluate, cfg, inputs, {"graded_by": evaluate.grader(cfg)})
 
 
 def _run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
@@ -57,16 +55,14 @@ def _run(task_fn: Any, module: Any, key: str, **kwargs: Any) -> dict:
     return task_fn(key=key, **kwargs)
 
 
-# scorer.model=oracle: no judge model; the score stage asks the exact scorer (data/judging.py)
-ORACLE_JUDGE = {"stage": "scorer", "path": "", "judge_dir": "", "digest": "oracle", "key": "", "meta": {}}
 
 
-def _eval_judge(cfg: SRCConfig, judge: dict | None) -> dict | None:
-    """The judge the evaluation stage gets, with the settings it judges with: only where it
-    measures (data without facts)."""
-    if judge is None or not evaluate.needs_judge(cfg.data.world):
-        return None
-    return {**judge, "scorer": cfg.scorer.model_dump(mode="json")}
+def log_judge(tracker: Tracker, parent: str, judge: dict) -> None:
+    """The judge a run uses (its folder, a distilled reader inside it) and its metrics."""
+    if judge is not ORACLE_JUDGE and Path(judge.get("judge_dir") or Path(judge["path"]) / "judge").is_dir():
+        tracker.log_artifact(parent, judge.get("judge_dir") or Path(judge["path"]) / "judge", "scorer")
+    tracker.log_metrics(parent, {f"scorer/{k}": v for k, v in judge["meta"].get("metrics", {}).items()
+                                 if isinstance(v, (int, float))})
 
 
 def _d(refs: list[dict]) -> list[str]:
@@ -128,10 +124,8 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker: Tracker
                       "build_seconds": (ref.get("build_seconds") or 0.0) if built else 0.0})
         return ref
     # a given judge is checked (exists, prompt style) before any run or compute starts
-    given_judge = (None if cfg.scorer.model == "train" else ORACLE_JUDGE if cfg.scorer.model == score.ORACLE
-                   else judge_ref(cfg.scorer.model, cfg.scorer.template, cfg.scorer.mode, cfg.scorer.evidence,
-                                 cfg.data.world))
-    reader = reader_digest(cfg.scorer.reader)  # checked, like the judge, before any compute
+    given_judge = given_judge_ref(cfg)
+    reader = reader_digest(cfg.scorer.reader, cfg.data.world)  # checked, like the judge, before any compute
     parent = tracker.start_run(
         f"src-{time.strftime('%Y%m%d-%H%M%S')}",
         {"src.role": "pipeline", "src.flow_run_id": str(flow_run.get_id() or ""),
@@ -177,22 +171,24 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker: Tracker
                 judge = run(scorer.scorer_task, scorer, task_key(scorer, cfg,
                                                                  {"base": base["digest"], "world": w["digest"]}),
                              cfg=c, base=base, world=w)
-            else:  # the committed tiny judge, or a trained one by path or hub id: nothing to train
-                judge = given_judge
-            e0 = run(evaluate.eval_task, evaluate, eval_key(cfg, base, chain, w, judge),
-                     cfg=c, base=base, chain=chain, world=w, judge=_eval_judge(cfg, judge))
+            else:  # the committed tiny judge, or a trained one by path or hub id: nothing to train;
+                judge = given_judge  # None for scorer.model=distill: distilled on iteration 1's candidates
+            e0 = run(evaluate.eval_task, evaluate, eval_key(cfg, base, chain, w), cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, 0, {"adapter": s, "eval": e0}))
             shown.append({"iteration": 0, "metrics": results[-1]["metrics"], "eval": e0, "adapter": s})
-        if judge is not ORACLE_JUDGE and Path(judge.get("judge_dir") or Path(judge["path"]) / "judge").is_dir():
-            tracker.log_artifact(parent, judge.get("judge_dir") or Path(judge["path"]) / "judge", "scorer")
-        tracker.log_metrics(parent, {f"scorer/{k}": v for k, v in judge["meta"].get("metrics", {}).items()
-                                     if isinstance(v, (int, float))})
+        if judge is not None:
+            log_judge(tracker, parent, judge)
         for t in range(first, first + cfg.iterate.iterations):
             say(f"iteration {t}: search -> score -> curate -> dpo -> eval")
             inputs = {"base": base["digest"], "chain": _d(chain), "world": w["digest"]}
             cands = run(
                 search.search_task, search, task_key(search, cfg, {**inputs, "iteration": t}),
                 cfg=c, base=base, chain=chain, world=w, iteration=t)
+            if judge is None:  # scorer.model=distill: taught by the teacher on the policy's own candidates
+                judge = run(distil.distil_task, distil, task_key(distil, cfg, {"candidates": cands["digest"],
+                                                                               "world": w["digest"]}),
+                            cfg=c, candidates=cands, world=w)
+                log_judge(tracker, parent, judge)
             sc = run(score.score_task, score, task_key(score, cfg, {"judge": judge["digest"], "candidates": cands["digest"],
                                                              **({"reader": reader} if reader else {})}),
                                   cfg=c, judge=judge, candidates=cands)
@@ -202,8 +198,7 @@ def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker: Tracker
             ad = run(dpo.dpo_task, dpo, task_key(dpo, cfg, {**inputs, "pairs": prefs["digest"]}),
                               cfg=c, base=base, chain=chain, pairs=prefs, world=w)
             chain = chain + [ad]
-            ev = run(evaluate.eval_task, evaluate, eval_key(cfg, base, chain, w, judge),
-                     cfg=c, base=base, chain=chain, world=w, judge=_eval_judge(cfg, judge))
+            ev = run(evaluate.eval_task, evaluate, eval_key(cfg, base, chain, w), cfg=c, base=base, chain=chain, world=w)
             results.append(log_iteration(tracker, parent, t, {
                 "candidates": cands, "scores": sc, "pairs": prefs, "adapter": ad, "eval": ev}))
             shown.append({"iteration": t, "metrics": results[-1]["metrics"], "eval": ev,

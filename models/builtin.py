@@ -79,8 +79,8 @@ def check_template(path: str | Path, template: str, mode: str | None = None, evi
                          f"{mode}: a claim checker judges one claim, a pair judge two responses")
     if world is not None and info.get("world", world) != world:
         raise ValueError(f"judge {str(path)!r} was trained for data.world={info['world']}, not {world}: "
-                         "give one trained for your data (scorer.model=<folder or hub id>), or use "
-                         "scorer.mode=pairwise with a judge for it")
+                         "distil one from a teacher (scorer.model=distill, docs/own-data.md), train one "
+                         "(scorer.model=train), or give one trained for your data (scorer.model=<folder or hub id>)")
     if evidence is not None and info.get("evidence", evidence) != evidence:
         raise ValueError(f"claim checker {str(path)!r} was trained with scorer.evidence={info['evidence']!r}, "
                          f"but the config says {evidence!r}: set scorer.evidence={info['evidence']}")

@@ -129,7 +129,7 @@ def candidate_marks(checker: Any, checker_tok: Any, reader: Any, reader_tok: Any
     (`parse_response`), so any response can be judged, a steered one too."""
     from models.reader import reader_prompt
 
-    flat = [(it, int(k), parse_response(t)) for it in items
+    flat = [(it, int(k), parse_response(t, it.get("choices"))) for it in items
             for k, t in zip(it.get("cand_idx") or range(len(it["candidates"])), it["candidates"])]
     claims = [rationale_claims(p.rationale) for *_, p in flat]
     pairs = [(c, it["reference"] or "") for (it, *_), cs in zip(flat, claims) for c in cs]
@@ -147,7 +147,7 @@ def candidate_marks(checker: Any, checker_tok: Any, reader: Any, reader_tok: Any
         elif gold is None or str(gold).strip() == "":
             correct = 0.5  # no gold answer: correctness tells no candidate apart
         else:
-            correct = float(p.answer == gold_answer(str(gold)))
+            correct = float(p.answer == gold_answer(str(gold), it.get("choices")))
         marks.append({"prompt_id": it["prompt_id"], "cand_idx": k, "correct": correct,
                       "consistent": p_cons.get(n, 0.0), "factual": factual, "n_claims": len(cs)})
     return marks
@@ -189,8 +189,11 @@ def train_checker(model: Any, tokenizer: Any, records: Sequence[dict], *, steps:
     yes, no = verdict_ids(tokenizer)
     rows = [encode_claim(tokenizer, r["claim"], r["reference"], max_length - 1, select) for r in records]
     target = torch.tensor([0 if r["holds"] else 1 for r in records])
+    # a teacher's p(yes) where given (soft labels, models/distill.py), else the exact label
+    soft = torch.tensor([float(r.get("p_yes", 1.0 if r["holds"] else 0.0)) for r in records])
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    params = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * (
         0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps))))
@@ -212,14 +215,16 @@ def train_checker(model: Any, tokenizer: Any, records: Sequence[dict], *, steps:
         batch = pad_left([rows[i] + [yes if target[i] == 0 else no] for i in idx], pad, device)
         logits = model(**batch).logits.float()
         v = logits[:, -2][:, [yes, no]]  # column -2: the suffix's last token, where inference reads
-        v_loss = F.cross_entropy(v, target[idx].to(device))
+        logp = F.log_softmax(v, -1)
+        p = soft[idx].to(device)
+        v_loss = -(p * logp[:, 0] + (1 - p) * logp[:, 1]).mean()  # = cross-entropy for 0/1 labels
         real = batch["attention_mask"].float()
         both = real[:, :-1] * real[:, 1:]
         tok_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["input_ids"][:, 1:], reduction="none")
         loss = v_loss + lm_loss_weight * (tok_loss * both).sum() / both.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         hist.append((v_loss.item(), (v.argmax(-1).cpu() == target[idx]).float().mean().item()))

@@ -142,9 +142,10 @@ class Judge:
         return out
 
 
-def open_judge(cfg: ScorerConfig, where: str | None, device: str = "auto", seed: int = 0) -> Judge:
+def open_judge(cfg: ScorerConfig, where: str | None, device: str = "auto", seed: int = 0,
+               reader_at: str | None = None) -> Judge:
     """The judge of `cfg` (mode, settings, reader) with its model at `where` (a folder or hub id;
-    None for the oracle).
+    None for the oracle) and its reader at `reader_at` (default: scorer.reader).
 
     Raises:
         ValueError: a model or the reader cannot be loaded (the message names which and where).
@@ -158,9 +159,12 @@ def open_judge(cfg: ScorerConfig, where: str | None, device: str = "auto", seed:
     if cfg.reader:
         from models.reader import load_reader, reader_threshold
 
+        name = reader_at or cfg.reader
+        if name == "distill":
+            raise ValueError("scorer.reader=distill: the reader is distilled with the judge (scorer.model=distill)")
         try:
-            reader = load_reader(cfg.reader, device=device)
+            reader = load_reader(name, device=device)
         except ValueError as err:
             raise ValueError(f"scorer.reader: {err}") from err
-        threshold = reader_threshold(cfg.reader, cfg.reader_threshold)
+        threshold = reader_threshold(name, cfg.reader_threshold)
     return Judge(cfg, model, tokenizer, reader, threshold, seed)

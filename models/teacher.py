@@ -45,7 +45,12 @@ class TeacherError(RuntimeError):
     """The endpoint failed for one request after all retries (the message says how)."""
 
 
-def _template(name: str) -> str:
+class TeacherUnavailable(ValueError):
+    """Too many of a stage's teacher requests failed even after retries (a ValueError: `src run`
+    prints one line and exits 2); what was answered is cached, so a re-run asks only the rest."""
+
+
+def prompt_template(name: str) -> str:
     return resources.files("data.prompts").joinpath(name).read_text("utf-8").strip()
 
 
@@ -56,7 +61,7 @@ def image_data_url(png: bytes) -> str:
 
 def rationale_messages(question: str, gold: str, png: bytes) -> list[dict[str, Any]]:
     """One user turn: the image, then the instruction with question and gold answer filled in."""
-    text = _template(RATIONALE_TEMPLATE).format_map({"question": question.strip(), "gold": gold})
+    text = prompt_template(RATIONALE_TEMPLATE).format_map({"question": question.strip(), "gold": gold})
     return [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": image_data_url(png)}},
         {"type": "text", "text": text}]}]
@@ -65,7 +70,7 @@ def rationale_messages(question: str, gold: str, png: bytes) -> list[dict[str, A
 def describe_messages(png: bytes) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": image_data_url(png)}},
-        {"type": "text", "text": _template(DESCRIBE_TEMPLATE)}]}]
+        {"type": "text", "text": prompt_template(DESCRIBE_TEMPLATE)}]}]
 
 
 @dataclass
@@ -91,42 +96,53 @@ class TeacherClient:
         self.api_key = os.environ.get(self.cfg.api_key_env, "")
         self._count = threading.Lock()
 
-    def _cached(self, body: bytes) -> tuple[Path | None, str | None]:
+    def _cached(self, body: bytes) -> tuple[Path | None, dict | None]:
         if self.cache_dir is None:
             return None, None
         key = hashlib.sha256(body).hexdigest()
         path = Path(self.cache_dir) / key[:2] / f"{key}.json"
         try:
-            reply = json.loads(path.read_text())["reply"]
-        except (OSError, ValueError, KeyError):  # absent, or cut short by a kill: ask again
-            reply = None
+            kept = json.loads(path.read_text())
+            kept["reply"]  # noqa: B018 - a file cut short by a kill has none: ask again
+        except (OSError, ValueError, KeyError, TypeError):
+            kept = None
         with self._count:
-            if reply is None:
+            if kept is None:
                 self.misses += 1
             else:
                 self.hits += 1
-        return path, reply
+        return path, kept
 
     @staticmethod
-    def _keep(path: Path, reply: str) -> None:
+    def _keep(path: Path, kept: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # threads write in parallel
-        tmp.write_text(json.dumps({"reply": reply}))
+        tmp.write_text(json.dumps(kept))
         os.replace(tmp, path)
 
     def chat(self, messages: list[dict[str, Any]]) -> str:
-        """The reply text of one chat request.
+        """The reply text of one chat request (`ask` without log-probabilities)."""
+        return self.ask(messages)[0]
+
+    def ask(self, messages: list[dict[str, Any]], logprobs: bool = False) -> tuple[str, dict[str, float] | None]:
+        """(reply text, {token: log-probability} of the reply's first token) of one chat request.
+
+        With `logprobs`, the request asks for the first tokens' top log-probabilities (vLLM, TGI
+        and OpenAI return them; a server that does not gives None and the caller falls back on
+        the text).
 
         Raises:
             TeacherError: still failing after `cfg.retries` retries (HTTP error, unreachable
                 server, or a reply without `choices[0].message.content`).
         """
-        body = json.dumps({"model": self.cfg.model, "messages": messages,
-                           "temperature": self.cfg.temperature,
-                           "max_tokens": self.cfg.max_tokens}, sort_keys=True).encode()
-        cache, reply = self._cached(body)
-        if reply is not None:
-            return reply
+        req_body: dict[str, Any] = {"model": self.cfg.model, "messages": messages,
+                                    "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
+        if logprobs:
+            req_body.update(logprobs=True, top_logprobs=5)
+        body = json.dumps(req_body, sort_keys=True).encode()
+        cache, kept = self._cached(body)
+        if kept is not None:
+            return kept["reply"], kept.get("top")
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -139,14 +155,15 @@ class TeacherClient:
                 with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
                     reply = json.loads(resp.read().decode("utf-8"))
                 text = str(reply["choices"][0]["message"]["content"])
+                top = first_token_logprobs(reply) if logprobs else None
                 if cache is not None:
-                    self._keep(cache, text)
-                return text
+                    self._keep(cache, {"reply": text, "top": top})
+                return text, top
             except urllib.error.HTTPError as err:
                 last = f"HTTP {err.code} from {self.url}: {err.read()[:200]!r}"
                 if 400 <= err.code < 500 and err.code != 429:  # our request is wrong: no retry
                     break
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
                 last = f"{self.url} unreachable: {err}"
             except (KeyError, IndexError, TypeError, ValueError) as err:
                 last = f"malformed reply from {self.url}: {err!r}"
@@ -155,13 +172,19 @@ class TeacherClient:
     def map(self, requests: Sequence[list[dict[str, Any]]],
             progress: Progress = None) -> list[tuple[str | None, str | None]]:
         """(reply, error) per request, in input order, `cfg.concurrency` requests at a time."""
-        def one(messages: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+        return [(r[0] if r else None, e) for r, e in self.map_ask(requests, progress)]
+
+    def map_ask(self, requests: Sequence[list[dict[str, Any]]], progress: Progress = None,
+                logprobs: bool = False) -> list[tuple[tuple[str, dict[str, float] | None] | None, str | None]]:
+        """((reply, first-token log-probabilities), error) per request (`ask`), in input order,
+        `cfg.concurrency` at a time. A failed request is (None, why), never an exception."""
+        def one(messages: list[dict[str, Any]]):
             try:
-                return self.chat(messages), None
+                return self.ask(messages, logprobs), None
             except TeacherError as err:
                 return None, str(err)
 
-        out: list[tuple[str | None, str | None]] = []
+        out: list = []
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
             for res in pool.map(one, requests):
                 out.append(res)
@@ -170,7 +193,20 @@ class TeacherClient:
         return out
 
 
-def _png(record: dict[str, Any]) -> bytes:
+def first_token_logprobs(reply: dict[str, Any]) -> dict[str, float] | None:
+    """{token: log-probability} of the first generated token of an OpenAI chat reply
+    (`choices[0].logprobs.content[0].top_logprobs`); None where the server gave none."""
+    try:
+        first = reply["choices"][0]["logprobs"]["content"][0]
+    except (KeyError, IndexError, TypeError):
+        return None
+    top = {str(t["token"]): float(t["logprob"]) for t in first.get("top_logprobs") or [] if "token" in t}
+    if "token" in first and "logprob" in first:
+        top.setdefault(str(first["token"]), float(first["logprob"]))
+    return top or None
+
+
+def png_of(record: dict[str, Any]) -> bytes:
     img = record.get("image")
     if isinstance(img, dict):  # datasets' Image feature: {"bytes": ..., "path": ...}
         img = img.get("bytes")
@@ -185,7 +221,7 @@ def synthesize_rationales(client: TeacherClient, records: Sequence[dict[str, Any
 
     One request per record (image + question + gold answer), then `filter_rationales`.
     """
-    replies = client.map([rationale_messages(r["question"], str(r["answer"]), _png(r))
+    replies = client.map([rationale_messages(r["question"], str(r["answer"]), png_of(r))
                           for r in records], progress)
     return filter_rationales(records, replies)
 
@@ -230,7 +266,7 @@ def filter_rationales(records: Sequence[dict[str, Any]],
 def describe_images(client: TeacherClient, records: Sequence[dict[str, Any]],
                     progress: Progress = None) -> tuple[list[dict], list[dict]]:
     """Reference descriptions (`reference`) written by the teacher; (described, dropped)."""
-    replies = client.map([describe_messages(_png(r)) for r in records], progress)
+    replies = client.map([describe_messages(png_of(r)) for r in records], progress)
     kept, dropped = [], []
     for rec, (reply, error) in zip(records, replies):
         text = " ".join((reply or "").split())

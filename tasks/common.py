@@ -22,10 +22,11 @@ from prefect import get_run_logger, task
 
 from data.config import ConfigError, SRCConfig
 from data.validate import DataError
+from models.teacher import TeacherUnavailable
 
 # A user's mistake (bad rows, a bad config value): its message names the problem, the CLI
 # prints it as `error: ...` lines, and a traceback from Prefect would only bury it.
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError)
+USER_ERRORS: tuple[type[Exception], ...] = (DataError, ConfigError, TeacherUnavailable)
 
 
 def _key_from_params(context: Any, parameters: dict[str, Any]) -> str:

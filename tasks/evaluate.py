@@ -1,7 +1,9 @@
 """Task: held-out evaluation of a policy pi_t (docs/method.md section 8).
 
 The base model (an empty chain) answers briefly: its consistency and factuality are not
-applicable. On data without scene facts the R-Scorer (`judge`) measures them, where given.
+applicable. On data without scene facts the teacher grades them (`eval.judge`,
+models/distill.py:grade_rows), never the judge whose preferences DPO optimizes; without a
+teacher they are not measured (n/a).
 """
 
 from __future__ import annotations
@@ -11,22 +13,27 @@ from pathlib import Path
 from data.records import read_records, write_records
 from data.schema import EvalRow
 from tasks.common import config_of, load_policy, progress_logger, stage_task
-from tasks.store import produce, write_json
+from tasks.store import produce, state_dir, write_json
 
 # 2: short answers (the base) report consistency/factuality as n/a; data without facts is
 #    judged by the R-Scorer (or reported as not measured)
-STAGE, VERSION = "evaluate", 2
-READS = ("eval", "model")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+# 3: data without facts is graded by the teacher (eval.judge), not by the R-Scorer
+STAGE, VERSION = "evaluate", 3
+READS = ("eval", "model", "teacher", "data.world")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 
 
-def needs_judge(world: str) -> bool:
-    """Whether evaluation on `data.world` reads consistency/factuality from the R-Scorer (no
-    scene facts to score them exactly): the judge is then an input of the stage's key."""
-    return world != "shapes"
+def grader(cfg) -> str:
+    """Who grades consistency and factuality: 'exact' (the built-in world's scene facts),
+    'teacher' (eval.judge=teacher, or auto with a teacher configured) or 'none' (n/a)."""
+    if cfg.data.world == "shapes":
+        return "exact"
+    t = cfg.teacher
+    if cfg.eval.judge == "teacher" or (cfg.eval.judge == "auto" and t.endpoint and t.model):
+        return "teacher"
+    return "none"
 
 
-def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: Path,
-               judge: dict | None = None) -> dict:
+def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: Path) -> dict:
     from models.evaluate import evaluate_policy
 
     cfg = config_of(cfg_dict, READS, STAGE)
@@ -34,19 +41,16 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
     records = read_records(Path(world["path"]) / "eval.parquet")
     if cfg.eval.max_questions:
         records = records[: cfg.eval.max_questions]
-    scorer = None
-    rationales = bool(chain)
-    if judge is not None and rationales and not all(r.get("facts") for r in records):
-        from data.config import ScorerConfig
-        from tasks.score import ORACLE, judge_for
+    grade = None
+    if bool(chain) and grader(cfg) == "teacher" and not all(r.get("facts") for r in records):
+        from models.distill import grade_rows
+        from models.teacher import TeacherClient
 
-        settings = ScorerConfig.model_validate(judge["scorer"])  # they come with it (flows/pipeline.py)
-        # a claim checker grades claims, not responses: such a run reports n/a here
-        if judge["digest"] != ORACLE and settings.mode != "claims":
-            j = judge_for(settings.model_copy(update={"reader": None}), judge, cfg.model.device)
-            scorer = (j.model, j.tokenizer, settings)
+        client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
+        grade = (f"teacher {cfg.teacher.model}",
+                 lambda rows, recs: grade_rows(client, rows, recs, progress_logger("eval teacher")))
     summary, rows = evaluate_policy(model, processor, records, cfg.eval, progress_logger("eval"),
-                                    judge=scorer, rationales=rationales)
+                                    grade=grade, rationales=bool(chain))
     write_json(out / "metrics.json", summary)
     write_records(rows, out / "scores.parquet", EvalRow)
     write_records(rows[: cfg.eval.n_samples], out / "samples.parquet", EvalRow)
@@ -55,6 +59,5 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
 
 
 @stage_task("evaluate", retries=1)
-def eval_task(key: str, cfg: dict, base: dict, chain: list[dict], world: dict,
-              judge: dict | None = None) -> dict:
-    return produce(STAGE, key, lambda out: build_eval(cfg, base, chain, world, out, judge))
+def eval_task(key: str, cfg: dict, base: dict, chain: list[dict], world: dict) -> dict:
+    return produce(STAGE, key, lambda out: build_eval(cfg, base, chain, world, out))

@@ -60,15 +60,55 @@ def judge_ref(name: str, template: str = "full", mode: str = "pairwise", evidenc
     return {**ref, "stage": "scorer", "judge_dir": ref["path"], "meta": meta, "info": info}
 
 
-def reader_digest(name: str | None) -> str:
-    """Content digest of scorer.reader ('builtin', a local folder, or a hub id by name), for the
-    score stage's key: a retrained reader at the same path is a new input. "" = no reader.
+ORACLE_JUDGE = {"stage": "scorer", "path": "", "judge_dir": "", "digest": "oracle", "key": "", "meta": {}}
+
+
+def given_judge_ref(cfg) -> dict | None:
+    """The judge of scorer.model when it is given (the committed one, a folder, a hub id, the
+    oracle: ORACLE_JUDGE, no model), checked against the config and the data's world; None when
+    the run makes it (scorer.model=train or distill).
 
     Raises:
-        ValueError: naming scorer.reader, for a folder or hub id that is not there.
+        ValueError: one line naming what to set (no such judge, another prompt style, mode,
+            evidence, or a judge trained for another world).
     """
-    if not name:
+    s = cfg.scorer
+    if s.model in ("train", "distill"):
+        return None
+    if s.model == "oracle":
+        return ORACLE_JUDGE
+    return judge_ref(s.model, s.template, s.mode, s.evidence, cfg.data.world)
+
+
+def check_judging(cfg) -> None:
+    """Before any compute (the CLI's preflight, the flow's start): the judge and the reader the
+    config names exist and were trained for its world and settings.
+
+    Raises:
+        ValueError: one line naming the field to set.
+    """
+    given_judge_ref(cfg)
+    reader_digest(cfg.scorer.reader, cfg.data.world)
+
+
+def reader_digest(name: str | None, world: str | None = None) -> str:
+    """Content digest of scorer.reader ('builtin', a local folder, or a hub id by name), for the
+    score stage's key: a retrained reader at the same path is a new input. "" = no reader, or
+    one distilled in the run (scorer.reader=distill: inside the judge's folder, in its digest).
+
+    Raises:
+        ValueError: naming scorer.reader, for a folder or hub id that is not there, or a reader
+            trained for another data.world than `world` (its manifest's `world`).
+    """
+    if not name or name == "distill":
         return ""
     from models.builtin import reader_path
+    from models.reader import manifest
 
-    return base_ref(reader_path(name), "scorer.reader")["digest"]
+    ref = base_ref(reader_path(name), "scorer.reader")
+    trained = manifest(ref["path"]).get("world") if Path(ref["path"]).is_dir() else None
+    if world is not None and trained is not None and trained != world:
+        raise ValueError(f"scorer.reader: {name!r} was trained to read data.world={trained} rationales, not "
+                         f"{world}: set scorer.reader=distill (with a teacher: docs/own-data.md), a reader "
+                         "trained for your data, or scorer.reader=null with scorer.mode=pairwise")
+    return ref["digest"]

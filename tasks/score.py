@@ -31,7 +31,9 @@ def judge_for(scorer_cfg, judge: dict, device: str, seed: int = 0) -> Judge:
     """The judge of a judge reference (flows/pipeline.py): a trained one is `<output>/judge`, a
     given one (scorer.model) its own path or hub id, the oracle none."""
     where = None if scorer_cfg.model == ORACLE else (judge.get("judge_dir") or str(Path(judge["path"]) / "judge"))
-    return open_judge(scorer_cfg, where, device, seed)
+    # scorer.reader=distill: the reader distilled with the checker lives in its folder (tasks/distil.py)
+    reader_at = str(Path(where) / "reader") if where and scorer_cfg.reader == "distill" else None
+    return open_judge(scorer_cfg, where, device, seed, reader_at)
 
 
 @task(name="score-shard", retries=1)

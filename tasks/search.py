@@ -84,10 +84,13 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
     cands = (sharded(STAGE, key, items, shard_size, search, progress_logger("search")) if key
              else search(items, progress_logger("search")))
     by_id = {r["id"]: r for r in rows}
-    for c in cands:  # gold and the judge's reference travel with each candidate
+    options = any(r.get("choices") is not None for r in rows)  # a multiple-choice dataset
+    for c in cands:  # gold, the options and the judge's reference travel with each candidate
         src = by_id[c["prompt_id"]]
         c.update(gold=src["answer"], question=src["question"], reference=src.get("reference"),
                  facts=src.get("facts"), family=src.get("family"))
+        if options:
+            c["choices"] = list(src["choices"]) if src.get("choices") is not None else None
     n = write_records(cands, out / "candidates.parquet", Candidate)
     return {"n_candidates": n, "n_prompts": len(rows), "headroom": _headroom(cfg, policy, base, chain, rows,
                                                                               items, cands, out)}

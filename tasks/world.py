@@ -20,14 +20,16 @@ from data.records import write_records
 from data.schema import Example, RejectedRow
 from data.shapes import generate
 from data.validate import DataError, Limits, check_lengths, check_share, find_leaks
-from tasks.common import config_of, log, stage_task
+from tasks.common import config_of, log, progress_logger, stage_task
 from tasks.store import state_dir
 
 # 2: multiple-choice rows list their options in the question, gold as the option text
-STAGE, VERSION = "world", 2
+# 3: scorer.reference: the dataset's, the teacher's description of each image, or none
+STAGE, VERSION = "world", 3
 READS = ("data", "model.base", "model.trust_remote_code", "rationale_sft.source", "scorer.model",
-         "scorer.n_train_items")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+         "scorer.n_train_items", "scorer.reference", "teacher")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
 SPLITS = ("rationale", "pool", "eval", "scorer")
+JUDGED_SPLITS = ("pool", "eval", "scorer")  # the splits whose rows the judge reads a reference for
 TRAIN_SPLITS = ("rationale", "pool", "scorer")  # what eval rows must not appear in
 REJECTED = "rejected_rows.parquet"
 REJECT_COLUMNS = tuple(RejectedRow.__annotations__)  # data/schema.py
@@ -214,6 +216,35 @@ def load_files(cfg_dict: dict, report: Path) -> tuple[dict[str, list[dict]], lis
     return splits, rejected, {"skipped": skipped, "leakage": leakage, "short": short}
 
 
+def set_references(cfg, splits: dict[str, list[dict]]) -> dict[str, int]:
+    """scorer.reference on the judged splits, in place: 'dataset' keeps each row's own,
+    'none' blanks it, 'teacher' writes the teacher's description of each image (cached in the
+    state folder: a re-run asks nothing twice; a row the teacher gave none for has none).
+    Returns how many rows of each judged split have a reference."""
+    how = cfg.scorer.reference
+    if how == "none":
+        for s in JUDGED_SPLITS:
+            for r in splits[s]:
+                r["reference"] = None
+    elif how == "teacher":
+        from models.distill import MAX_FAILED
+        from models.teacher import TeacherClient, TeacherUnavailable, describe_images
+
+        client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
+        rows = [r for s in JUDGED_SPLITS for r in splits[s]]
+        said, dropped = describe_images(client, rows, progress_logger("teacher describe"))
+        failed = [d for d in dropped if d["reason"] == "request_failed"]
+        if rows and len(failed) > MAX_FAILED * len(rows):
+            raise TeacherUnavailable(f"teacher {client.url}: {len(failed)} of {len(rows)} describe requests failed "
+                                     f"(last: {failed[-1]['raw']}); the answered ones are cached: re-run to resume")
+        by_id = {(d["split"], d["id"]): d["reference"] for d in said}
+        for r in rows:
+            r["reference"] = by_id.get((r["split"], r["id"]))
+        log()(f"[world] scorer.reference=teacher: {len(said)} of {len(rows)} images described by "
+              f"{cfg.teacher.model}; {client.hits} from the cache, {client.misses} asked")
+    return {s: sum(bool(r.get("reference")) for r in splits[s]) for s in JUDGED_SPLITS}
+
+
 def failed_report(key: str) -> Path:
     """Where the rejected rows of a world stage that stopped on too many bad rows are kept."""
     return state_dir() / "rejected" / f"{key}-{REJECTED}"
@@ -232,6 +263,7 @@ def build_world(cfg_dict: dict, out: Path, key: str = "") -> dict:
                  "scorer": cfg.scorer.n_train_items}
         splits = {s: generate(s, sizes[s], d, cfg.seed) for s in SPLITS}
         rejected = []
+    extra["references"] = set_references(cfg, splits)
     counts = {s: write_records(splits[s], out / f"{s}.parquet", Example) for s in SPLITS}
     _write_rejected(rejected, out / REJECTED)
     by_split = {s: len({r["row"] for r in rejected if r["split"] == s}) for s in SPLITS}

@@ -1,20 +1,21 @@
 """Held-out evaluation on data without scene facts (your own data): accuracy from the gold
-answer, consistency/factuality from the R-Scorer or "not measured"; short answers: n/a.
-With the committed tiny base model and judge, real generation and real judging."""
+answer, consistency/factuality from the teacher (a real HTTP server: tools/fake_teacher.py)
+or "not measured"; short answers: n/a. With the committed tiny base model, real generation."""
 
 from __future__ import annotations
 
 import pytest
 
-from data.config import EvalConfig, ScorerConfig
+from data.config import EvalConfig, TeacherConfig
 from data.metrics import format_table
 from data.records import read_records, write_records
 from data.shapes import DataConfig, answers_of, format_response, generate
-from models.evaluate import answer_rows, evaluate_policy, judge_rows
-from models.loading import load_lvlm
-from models.scorer import load_judge
-from tests.conftest import ROOT
 from data.examples import choices_for
+from models.distill import grade_rows
+from models.evaluate import answer_rows, evaluate_policy
+from models.loading import load_lvlm
+from models.teacher import TeacherClient
+from tools.fake_teacher import FakeTeacher, scene_index, start_server
 
 CFG = EvalConfig(max_new_tokens=24, batch_size=8)
 
@@ -25,9 +26,11 @@ def lvlm(base_model):
 
 
 @pytest.fixture(scope="module")
-def judge():
-    model, tok = load_judge(str(ROOT / "models/builtin/judge"), device="cpu")
-    return model, tok, ScorerConfig(template="compact", batch_size=16)
+def teacher():
+    """A teacher that knows the scenes of `own(12)` and is always right."""
+    server, url = start_server(FakeTeacher(scene_index(generate("eval", 12, DataConfig(), 0))))
+    yield TeacherClient(TeacherConfig(endpoint=url, model="fake"))
+    server.shutdown()
 
 
 def own(n: int = 6) -> list[dict]:
@@ -54,33 +57,34 @@ def test_short_answers_have_no_rationale_to_be_consistent_with(lvlm):
     assert exact["accuracy"] == summary["accuracy"]
 
 
-def test_the_judge_measures_consistency_against_the_gold_response(lvlm, judge):
-    summary, rows = evaluate_policy(*lvlm, own(), CFG, judge=judge)
-    assert summary["measured_by"] == "R-Scorer"
-    assert all(r["consistency"] in (0.0, 1.0) and r["factuality"] == r["consistency"] for r in rows)
-
-
-def test_judge_rows_count_the_gold_response_and_reject_a_wrong_answer(judge):
+def test_the_teacher_grades_consistency_and_factuality_as_two_measurements(teacher):
     recs = own(12)
     gold = answer_rows(recs, [r["response"] for r in recs])
-    judge_rows(gold, recs, judge)
-    # the gold response against itself: both orders alike, so never below 1/2
-    assert [r["consistency"] for r in gold] == [1.0] * len(recs)
-    # the gold rationale with another answer of the question's kind (a word the judge knows)
+    grade_rows(teacher, gold, recs)
+    assert [(r["consistency"], r["factuality"]) for r in gold] == [(1.0, 1.0)] * len(recs)
+    # the gold rationale with another answer: true claims, an answer they do not lead to
     wrong = [format_response(r["rationale"], next(a for a in answers_of(r["family"]) if a != r["answer"]))
              for r in recs]
     bad = answer_rows(recs, wrong)
-    judge_rows(bad, recs, judge)
-    assert sum(r["consistency"] for r in bad) <= 2  # the judge prefers the gold response
-    assert [r["accuracy"] for r in bad] == [0.0] * len(recs)
+    grade_rows(teacher, bad, recs)
+    assert [(r["consistency"], r["factuality"]) for r in bad] == [(0.0, 1.0)] * len(recs)
+    # a made-up object in front of the gold response: still consistent, no longer factual
+    made_up = answer_rows(recs, [f"There is a purple star at the top left. {r['response']}" for r in recs])
+    grade_rows(teacher, made_up, recs)
+    assert all(r["factuality"] == 0.0 for r in made_up)
+    assert sum(r["consistency"] for r in made_up) >= len(recs) - 2  # the read may hinge on the new sentence
+    short = answer_rows(recs, [r["short_response"] for r in recs])  # no rationale: neither
+    grade_rows(teacher, short, recs)
+    assert {(r["consistency"], r["factuality"]) for r in short} <= {(0.0, 0.0), (1.0, 0.0)}
 
 
-def test_a_row_without_a_gold_response_stays_unmeasured(judge):
-    recs = own(2)
-    recs[1] = {**recs[1], "rationale": None, "response": None}
-    rows = answer_rows(recs, [r["short_response"] for r in recs])
-    judge_rows(rows, recs, judge)
-    assert rows[0]["consistency"] is not None and rows[1]["consistency"] is None
+def test_evaluation_says_who_graded(lvlm, teacher):
+    def grade(rows, recs):
+        grade_rows(teacher, rows, recs)
+
+    summary, rows = evaluate_policy(*lvlm, own(6), CFG, grade=("teacher fake", grade))
+    assert summary["measured_by"] == "teacher fake"
+    assert all(r["consistency"] in (0.0, 1.0) and r["factuality"] in (0.0, 1.0) for r in rows)
 
 
 def test_multiple_choice_records_read_back_from_parquet_evaluate(lvlm, tmp_path):

@@ -1,0 +1,60 @@
+"""Task: distil the judge from the teacher (stage 3, scorer.model=distill; models/distill.py).
+
+Once per pipeline, on the first iteration's candidates (the policy's own): the teacher labels
+every distinct claim and reads every distinct rationale (cached in the state folder, so a
+resumed run asks nothing twice: the hit count is logged), then a claim checker and (with
+scorer.reader=distill) a reader are fine-tuned from scorer.init. The key is the candidates,
+the world and the scorer and teacher settings (teacher.model, its prompt settings; not where
+it is served).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.records import read_records, write_records
+from tasks.common import config_of, log, progress_logger, stage_task
+from tasks.store import produce, state_dir, write_json
+
+STAGE, VERSION = "distil", 1
+READS = ("scorer", "teacher", "model.device", "data.world")  # the config this stage reads (tasks/reads.py)
+
+
+def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path) -> dict:
+    from models.distill import (
+        ask_claims, ask_reads, claim_rows, read_rows, sample_prompts, teacher_agreement, train_student_checker,
+        train_student_reader,
+    )
+    from models.teacher import TeacherClient
+
+    cfg = config_of(cfg_dict, READS, STAGE)
+    say = log()
+    cands = sample_prompts(read_records(Path(candidates["path"]) / "candidates.parquet"),
+                           cfg.scorer.distill_prompts, cfg.seed)
+    pool = {r["id"]: r for r in read_records(Path(world["path"]) / "pool.parquet")}
+    images = {pid: pool[pid]["image"] for pid in {c["prompt_id"] for c in cands}}
+    client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
+    claims = ask_claims(client, claim_rows(cands, images), progress_logger("teacher claims"))
+    want_reader = cfg.scorer.reader == "distill"
+    reads = ask_reads(client, read_rows(cands, images), progress_logger("teacher reads")) if want_reader else []
+    say(f"[distil] teacher {cfg.teacher.model}: {len(claims)} claims labelled ({sum(c['holds'] for c in claims)} "
+        f"true), {len(reads)} rationales read; {client.hits} answers from the cache, {client.misses} asked")
+    write_records(claims, out / "teacher_claims.parquet")
+    if reads:
+        write_records(reads, out / "teacher_reads.parquet")
+    metrics: dict = {"distill/claims": float(len(claims)), "distill/reads": float(len(reads)),
+                     "distill/teacher_cache_hits": float(client.hits), "distill/teacher_asked": float(client.misses)}
+    metrics.update(teacher_agreement(claims, reads, {pid: pool[pid].get("facts") for pid in images}))
+    metrics.update(train_student_checker(cfg, claims, out / "judge", cfg.data.world, progress_logger("distil checker")))
+    if want_reader:
+        metrics.update(train_student_reader(cfg, reads, out / "judge" / "reader", cfg.data.world,
+                                            progress_logger("distil reader")))
+    write_json(out / "metrics.json", metrics)
+    say("[distil] " + " ".join(f"{k.split('/', 1)[1]}={v:.3f}" for k, v in metrics.items()
+                               if "agree" in k or "exact" in k))
+    return {"metrics": metrics}
+
+
+@stage_task("distil", retries=1)
+def distil_task(key: str, cfg: dict, candidates: dict, world: dict) -> dict:
+    return produce(STAGE, key, lambda out: build_distil(cfg, candidates, world, out))
