@@ -241,8 +241,11 @@ def train_student_reader(cfg, reads: Sequence[dict], out: Path, world: str, prog
     model, tok = load_init(s.init, cfg.model.device, s.lora_r)
     fit = train_reader(model, tok, train, out, steps=s.reader_train_steps, learning_rate=s.learning_rate,
                        batch_size=s.train_batch_size, seed=cfg.seed, progress=progress)
-    model = merged(model)
-    model.save_pretrained(out)  # the merged weights, over the trainer's adapter-only save
+    if s.lora_r:  # the trainer saved the adapters only: the merged weights in their place
+        model = merged(model)
+        model.save_pretrained(out)
+        for f in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+            (Path(out) / f).unlink(missing_ok=True)
     metrics: dict[str, Any] = {"distill/reader_loss": fit["loss"], "distill/reader_records": float(len(train))}
     threshold = 0.0
     if held:

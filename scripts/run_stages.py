@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     held_recs = ev_recs[: max(cfg.scorer.n_heldout, 1)]
     held = (candidate_items if perturb_text.has_facts(held_recs) else perturb_text.candidate_items)(held_recs, cfg.seed)
+    if cfg.scorer.model == "distill":
+        raise SystemExit("make stages distils no judge (it needs the flow's teacher cache and the first "
+                         "search): run `src run`, or give a judge (scorer.model=builtin, a folder or a hub id)")
     if cfg.scorer.model == "train":  # a tiny judge trained here, as `scorer.model=train` does
         if cfg.scorer.mode == "claims":
             raise SystemExit("make stages trains no claim checker: run `src run` with scorer.model=train, "

@@ -102,3 +102,25 @@ def test_dpo_epochs_set_the_steps_from_the_kept_pairs_under_the_cap():
     cfg = DPOConfig(epochs=2.5, max_steps=300, batch_size=8)
     assert cfg.steps_for(443) == 139 and cfg.steps_for(10) == 4 and cfg.steps_for(5000) == 300
     assert cfg.steps_for(0) == 1
+
+
+@pytest.mark.parametrize("over, says", [
+    (["scorer.model=distill", "scorer.mode=claims", "scorer.reader=builtin"], "scorer.model=distill asks the teacher"),
+    (["scorer.reference=teacher"], "scorer.reference=teacher asks the teacher"),
+    (["eval.judge=teacher"], "eval.judge=teacher asks the teacher"),
+    (["scorer.model=builtin", "scorer.reader=distill"], "set scorer.model=distill"),
+    (["scorer.model=distill", "scorer.mode=pairwise", "teacher.endpoint=http://x/v1", "teacher.model=m"],
+     "set scorer.mode=claims"),
+])
+def test_distillation_settings_that_cannot_work_are_refused_naming_the_field(over, says):
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/builtin.yaml", over)
+    assert says in str(err.value)
+
+
+def test_where_the_teacher_is_served_is_not_part_of_any_key():
+    a = load_config("configs/qwen2.5-vl-7b.yaml", ["teacher.endpoint=http://a:1/v1"])
+    b = load_config("configs/qwen2.5-vl-7b.yaml", ["teacher.endpoint=http://b:2/v1"])
+    assert stage_signature(a.teacher) == stage_signature(b.teacher)
+    assert stage_signature(a.teacher) != stage_signature(load_config("configs/qwen2.5-vl-7b.yaml",
+                                                                     ["teacher.model=other"]).teacher)
