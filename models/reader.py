@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from data.scoring import normalize_answer
+from data.scoring import match_choice, normalize_answer
 from data.schema import Candidate, ReaderMark
 from models.builtin import reader_path
 
@@ -85,7 +85,9 @@ def read_candidates(model: Any, tokenizer: Any, cands: Sequence[Candidate], thre
     todo = [c for c in cands if c.get("answer")]
     read, conf = read_answers(model, tokenizer, [c["question"] for c in todo],
                               [c["rationale"] for c in todo], batch_size, progress)
-    got = {(c["prompt_id"], int(c["cand_idx"])): (r, p) for c, r, p in zip(todo, read, conf)}
+    # a multiple-choice read by letter or text is the option's text, as the candidate's answer is
+    got = {(c["prompt_id"], int(c["cand_idx"])): ((match_choice(r, c["choices"]) if c.get("choices") else None) or r, p)
+           for c, r, p in zip(todo, read, conf)}
     rows = []
     for c in cands:
         r, p = got.get((c["prompt_id"], int(c["cand_idx"])), (None, None))

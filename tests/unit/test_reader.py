@@ -47,6 +47,22 @@ def test_the_committed_reader_supports_gold_and_not_a_contradiction(reader):
     assert rows[0]["read"] == "yes" and rows[0]["supported"] is False
 
 
+def test_multiple_choice_candidates_are_read_against_their_options(reader):
+    """On a multiple-choice candidate the read goes through the options (`match_choice`: a
+    letter or a text names an option) before it is compared with the answer; letters
+    themselves are covered where they are parsed (tests/unit/test_scoring.py)."""
+    model, tok = reader
+    rec = _exists_yes()
+    cand = {"prompt_id": "p", "cand_idx": 0, "question": rec["question"], "rationale": rec["rationale"]}
+    read, _ = read_answers(model, tok, [rec["question"]], [rec["rationale"]])
+    assert read == ["yes"]
+    # the same read against options where 'yes' is the text of (A) and of (B)
+    rows = read_candidates(model, tok, [{**cand, "answer": "yes", "choices": ["yes", "no"]}])
+    assert rows[0]["read"] == "yes" and rows[0]["supported"] is True
+    rows = read_candidates(model, tok, [{**cand, "answer": "no", "choices": ["no", "yes"]}])
+    assert rows[0]["read"] == "yes" and rows[0]["supported"] is False
+
+
 def test_the_committed_reader_reads_held_out_gold_rationales(reader):
     model, tok = reader
     recs = generate("eval", 100, DataConfig(), 0)
