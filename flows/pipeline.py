@@ -81,6 +81,14 @@ def stage_timing(calls: list[dict], wall: float) -> dict:
             "built": sum(c["built"] for c in calls), "reused": sum(not c["built"] for c in calls)}
 
 
+def graded_by(shown: list[dict]) -> str:
+    """Who graded the held-out consistency and factuality of a run's iterations (the last one's
+    evaluation says): the exact scorer, the teacher, or nobody."""
+    by = (json.loads((Path(shown[-1]["eval"]["path"]) / "metrics.json").read_text()).get("measured_by")
+          if shown else None)
+    return by or "not measured (no scene facts, no teacher)"
+
+
 def log_report(tracker: Tracker, parent: str, run: Any, cfg: SRCConfig, c: dict, w: dict, eb: dict,
                shown: list[dict], base_metrics: dict) -> Path:
     """Build (or reuse) the run's `report.html` and log it, with its PNG plots under `report/`;
@@ -88,7 +96,8 @@ def log_report(tracker: Tracker, parent: str, run: Any, cfg: SRCConfig, c: dict,
     facts = {"config digest": digest(c)[:12], "base model": cfg.model.base,
              "R-Scorer": f"{cfg.scorer.model} ({cfg.scorer.mode})",
              "calibration prompts per iteration": str(cfg.iterate.prompts_per_iteration),
-             "candidates per prompt": str(cfg.search.n_candidates)}
+             "candidates per prompt": str(cfg.search.n_candidates),
+             "consistency and factuality graded by": graded_by(shown)}
     # the outputs behind every number and example it shows (the DPO loss: the adapter's), not the
     # metrics dicts themselves: those carry timings, which differ between runs of the same outputs
     inputs = {"world": w["digest"], "base_eval": eb["digest"],

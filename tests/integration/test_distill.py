@@ -94,6 +94,8 @@ def test_an_aokvqa_shaped_dataset_gets_a_distilled_judge_teacher_references_and_
               if (p / "metrics.json").is_file()]
     assert sorted(g["measured_by"] or "" for g in graded) == ["", "teacher fake", "teacher fake"]  # base: n/a
     assert "curate/kept_frac" in last
+    page = Path(json.loads(summary.read_text())["report"]).read_text()
+    assert "consistency and factuality graded by" in page and "teacher fake" in page
 
 
 def _src(state: Path, *args: str, config: str = "configs/smoke.yaml") -> subprocess.CompletedProcess:
