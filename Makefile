@@ -11,7 +11,7 @@ SHELL       := /bin/bash
 QUIET_PIP   := 2>&1 | { grep -v "is ignored" || true; }
 STAMP       := $(VENV)/.installed
 
-# The offline and Prefect environment defaults: tasks/environment.py, applied by each entry point.
+# The offline and Prefect environment defaults: infra/environment.py, applied by each entry point.
 
 .PHONY: setup run test lint clean bootstrap bootstrap-judge bootstrap-reader bootstrap-claims stages bench bench-quick browser
 

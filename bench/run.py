@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import efficacy, perf
-from tasks.environment import apply_defaults
+from infra.environment import apply_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure search, scoring and memory again (on an idle machine), keeping the "
                          "efficacy runs and scale curve of the last bench in --out")
     args = ap.parse_args(argv)
-    apply_defaults()  # tasks/environment.py; the pipelines it starts are `src run`s, which do too
+    apply_defaults()  # infra/environment.py; the pipelines it starts are `src run`s, which do too
     if args.perf_only:
         return perf_only(args)
     mode = "quick" if args.quick else "full"

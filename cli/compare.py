@@ -3,7 +3,7 @@
     src compare RUN_ID [RUN_ID ...] [--out DIR] [--html] [--no-log]
     src compare --last 3 [--experiment src] [--tracking-uri sqlite:///.src/mlflow.db]
 
-Reads only the MLflow layout of tasks/layout.py: pipeline runs tagged `src.role=pipeline`,
+Reads only the MLflow layout of infra/layout.py: pipeline runs tagged `src.role=pipeline`,
 their iteration child runs (`src.role=iteration`, `src.iteration=<t>`) and those runs'
 metrics. Writes `compare.md`, `compare.csv`, `compare.png` (and `compare.html` with `--html`)
 to `--out` (default `<state>/compare/<digest of the run ids>/`) and logs them as artifacts of a
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from report.plots import PLOT_METRICS, plot, table_cells  # noqa: F401  (plot: part of this module's API)
-from tasks.environment import apply_defaults
+from infra.environment import apply_defaults
 
 FILES = ("compare.md", "compare.csv", "compare.png", "compare.html")
 
@@ -187,8 +187,8 @@ def run_compare(client: Any, run_ids: list[str], out: str | Path | None = None,
         ValueError: an unknown or non-pipeline run id, or no iteration runs at all.
     """
     from data.config import digest
-    from tasks.store import state_dir
-    from tasks.tracking import MLflowTracker
+    from infra.store import state_dir
+    from infra.tracking import MLflowTracker
 
     rows = collect(client, run_ids)
     missing = [rid for rid in run_ids if not any(r["run_id"] == rid for r in rows)]
@@ -210,7 +210,7 @@ def run_compare(client: Any, run_ids: list[str], out: str | Path | None = None,
 def cmd_compare(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from tasks.tracking import default_tracking_uri
+    from infra.tracking import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
     client = MlflowClient(tracking_uri=uri)

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.store import PROJECT_DIR, state_dir_problem, state_path
+from infra.store import PROJECT_DIR, state_dir_problem, state_path
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "prefect", "mlflow", "pandas")
 MIN_FREE_GIB, WARN_FREE_GIB = 2.0, 10.0
@@ -84,13 +84,13 @@ def check_state_writable() -> Check:
 def tracking_store(cfg_uri: str | None) -> tuple[str, str]:
     """(the MLflow tracking URI a run would use, where it comes from), resolved as
     `MLflowTracker` does: tracking.tracking_uri, else $MLFLOW_TRACKING_URI, else SQLite in the
-    state dir (`tasks.tracking.default_tracking_uri`)."""
+    state dir (`infra.tracking.default_tracking_uri`)."""
     if cfg_uri:
         return cfg_uri, "tracking.tracking_uri of the config"
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI"
     if state_dir_problem() is None:
-        from tasks.tracking import default_tracking_uri
+        from infra.tracking import default_tracking_uri
 
         uri = default_tracking_uri()
     else:  # the state dir check fails; say where the store would be

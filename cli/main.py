@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tasks.environment import apply_defaults
+from infra.environment import apply_defaults
 
 
 def cmd_eval_base(args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def flow_for(args: argparse.Namespace, reads_back: bool = False):
     it (`reads_back`: resume, retraining) and the servers it names answer; before Prefect starts."""
     from cli.preflight import check_services
     from data.config import ConfigError, load_config
-    from tasks.tracking import NO_RUNS
+    from infra.tracking import NO_RUNS
 
     cfg = load_config(args.config, args.overrides)
     if reads_back and cfg.tracking.backend == "none":
@@ -123,7 +123,7 @@ def add_retrain_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    apply_defaults()  # tasks/environment.py: before anything imports prefect, mlflow, transformers
+    apply_defaults()  # infra/environment.py: before anything imports prefect, mlflow, transformers
     ap = argparse.ArgumentParser(prog="src", description="Self-Rationale Calibration for LVLMs.",
                                  epilog="start with `src doctor`, then `src run`; "
                                         "`src <command> --help` shows examples",
@@ -178,7 +178,7 @@ def preflight(args: argparse.Namespace) -> None:
         return
     from data.config import load_config
     from cli.preflight import check_device, check_teacher
-    from tasks.refs import check_judging
+    from infra.refs import check_judging
 
     cfg = load_config(args.config, args.overrides)
     check_device(cfg.model.device)
@@ -190,9 +190,9 @@ def preflight(args: argparse.Namespace) -> None:
 def dispatch(args: argparse.Namespace) -> int:
     """Run a parsed subcommand; user mistakes (bad config, bad ids, a state dir that cannot be
     used, a device that is not here) become `error:` lines and exit 2. The state dir is checked
-    first: Prefect keeps its home and results in it (tasks/environment.py)."""
+    first: Prefect keeps its home and results in it (infra/environment.py)."""
     from data.config import ConfigError
-    from tasks.store import state_dir_problem
+    from infra.store import state_dir_problem
 
     if getattr(args, "needs_state_dir", True):  # `src doctor` reports it as a check instead
         problem = state_dir_problem()

@@ -124,7 +124,7 @@ def lost_service(e: BaseException) -> str | None:
     the same command reuses it and logs the whole run."""
     import requests
 
-    from tasks.store import state_dir
+    from infra.store import state_dir
 
     text = str(e)
     if isinstance(e, requests.exceptions.ConnectionError) or (

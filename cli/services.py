@@ -32,8 +32,8 @@ from datetime import datetime
 from pathlib import Path
 
 from cli.procs import alive, group_rss_mb, http, http_ok, port_busy, stop_group, tail
-from tasks.environment import OFFLINE, QUIET, prefect_defaults
-from tasks.store import PROJECT_DIR, state_dir
+from infra.environment import OFFLINE, QUIET, prefect_defaults
+from infra.store import PROJECT_DIR, state_dir
 
 POOL = "src-local"
 WORKER = f"{POOL}-worker"
@@ -71,7 +71,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """The environment of every service and of the flow runs the worker starts."""
-        quiet = {**QUIET, **OFFLINE}  # tasks/environment.py; the user's own values win
+        quiet = {**QUIET, **OFFLINE}  # infra/environment.py; the user's own values win
         return {**os.environ, **{k: os.environ.get(k, v) for k, v in quiet.items()},
                 **prefect_defaults(self.state),  # this stack's state dir, whatever the shell has
                 "PREFECT_API_URL": self.prefect_api,

@@ -274,12 +274,12 @@ class RuntimeConfig(Section):
     progress: bool = runtime(True, "show progress bars / log lines")
     launcher: Literal["local", "accelerate"] = runtime(
         "local", "where rationale SFT and DPO train: 'local' (this process) or 'accelerate' (an "
-        "`accelerate launch` of runtime.accelerate_config: DDP, FSDP, DeepSpeed; tasks/launch.py)")
+        "`accelerate launch` of runtime.accelerate_config: DDP, FSDP, DeepSpeed; infra/launch.py)")
     accelerate_config: str | None = runtime(
         None, "accelerate config file, e.g. configs/accelerate/ddp.yaml (launcher=accelerate)")
     num_processes: int = runtime(0, "processes to launch (one per GPU); 0 = the config file's", ge=0)
     ray_address: str | None = runtime(
-        None, "candidate search and pairwise scoring as shards on Ray (tasks/distributed.py): None = "
+        None, "candidate search and pairwise scoring as shards on Ray (infra/distributed.py): None = "
         "in this process; 'local' = a local cluster of runtime.ray_workers; 'auto' or "
         "'ray://host:10001' = an existing cluster")
     ray_workers: int = runtime(2, "shards (one model replica each) of a Ray stage", ge=1)

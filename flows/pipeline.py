@@ -2,9 +2,9 @@
 R-Scorer once, then T iterations of search -> pairwise scoring -> curation -> DPO ->
 evaluation, every stage a cached task. Retraining (flows/retrain.py) runs it too.
 
-Stage outputs are content-addressed (tasks/store.py); re-running the same command after a
+Stage outputs are content-addressed (infra/store.py); re-running the same command after a
 crash reuses every finished stage and runs only the rest. Tracking happens here, at the edge:
-one MLflow parent run per pipeline run, one child run per iteration (tasks/tracking.py).
+one MLflow parent run per pipeline run, one child run per iteration (infra/tracking.py).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from data.metrics import format_table
 from data.validate import DataError
 from tasks import curate, distil, dpo, evaluate, report, score, scorer, search, sft, world
 from models.builtin import git_commit
-from tasks.layout import eval_metrics, log_iteration, metrics_table, resolve_start
-from tasks.reads import signature
-from tasks.refs import ORACLE_JUDGE, base_ref, given_judge_ref, reader_digest
-from tasks.store import lookup, stage_key
-from tasks.tracking import Tracker, make_tracker, require_records
+from infra.layout import eval_metrics, log_iteration, metrics_table, resolve_start
+from infra.reads import signature
+from infra.refs import ORACLE_JUDGE, base_ref, given_judge_ref, reader_digest
+from infra.store import lookup, stage_key
+from infra.tracking import Tracker, make_tracker, require_records
 
 
 def task_key(module: Any, cfg: SRCConfig, inputs: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
-    """A stage's key: the config it declares it reads (`module.READS`, tasks/reads.py), its
+    """A stage's key: the config it declares it reads (`module.READS`, infra/reads.py), its
     inputs' digests, `extra` values it is given (not config), the stage version and the seed."""
     return stage_key(module.STAGE, module.VERSION, {**signature(cfg, module.READS), **(extra or {})},
                      inputs, cfg.seed)
@@ -116,7 +116,7 @@ def log_report(tracker: Tracker, parent: str, run: Any, cfg: SRCConfig, c: dict,
 def run_pipeline(cfg: SRCConfig, start_from: str | None = None, tracker: Tracker | None = None,
                  config_path: str | None = None) -> dict:
     """The whole SRC loop; returns {"parent_run_id", "iterations": [metrics per iteration]}.
-    `tracker` defaults to the one of `tracking.backend` (tasks/tracking.py)."""
+    `tracker` defaults to the one of `tracking.backend` (infra/tracking.py)."""
     say = get_run_logger().info
     tracker = tracker or make_tracker(cfg.tracking)
     if start_from:

@@ -7,7 +7,7 @@
 The champion is the version of the registered model `<tracking.experiment>-policy` (or
 `registered_model`) that carries the alias `champion` in the MLflow Model Registry. A policy is
 the base plus the adapter chain of iterations 0..t of a pipeline run and of the runs it
-continued from (tasks/layout.py), so a version's tags say where it lives and how good it was:
+continued from (infra/layout.py), so a version's tags say where it lives and how good it was:
 
     src.pipeline_run_id, src.iteration   -> start_from=<pipeline run id>:<iteration>
     src.eval_accuracy, src.eval_accuracy_se, src.heldout_signature, src.base_digest
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from data.config import SRCConfig
-    from tasks.tracking import Tracker
+    from infra.tracking import Tracker
 
 ALIAS = "champion"
 DECISIONS = ("initial", "promote", "keep")
@@ -158,8 +158,8 @@ def register(tracker: Tracker, name: str, source: tuple[str, str], tags: dict[st
 def _reevaluate(cfg: SRCConfig, spec: str, tracker: Tracker) -> Score:
     """Held-out accuracy of the policy at `<run id>:<t>` on the current config's held-out set
     (cached stage tasks, so a repeat costs nothing)."""
-    from tasks.layout import resolve_start
-    from tasks.refs import base_ref
+    from infra.layout import resolve_start
+    from infra.refs import base_ref
     from flows.pipeline import eval_key, task_key
     from tasks import evaluate, world
 
@@ -206,9 +206,9 @@ def retrain_pipeline(cfg: SRCConfig, registered_model: str | None = None, tracke
     from prefect import get_run_logger
     from prefect.artifacts import create_markdown_artifact
 
-    from tasks.refs import base_ref
+    from infra.refs import base_ref
     from flows.pipeline import run_pipeline
-    from tasks.tracking import make_tracker, require_records
+    from infra.tracking import make_tracker, require_records
 
     say = get_run_logger().info
     tracker = tracker or make_tracker(cfg.tracking)

@@ -15,7 +15,7 @@ opens a judge here and gets the same record kinds back, whatever judges:
 With `scorer.reader` set, the reader marks each candidate supported or not (models/reader.py)
 next to any of them. The diagnostics (agreement with the exact scorer, slot bias, flip rate,
 the steering probes) need scene facts and are {} without them. Which folder a 'builtin' or a
-trained judge lives in is the pipeline's business (tasks/refs.py): `open_judge` takes the path.
+trained judge lives in is the pipeline's business (infra/refs.py): `open_judge` takes the path.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.environment import apply_defaults  # noqa: E402
+from infra.environment import apply_defaults  # noqa: E402
 
 apply_defaults()  # this script's start: before transformers reads the offline settings
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from data.records import read_records, write_records
 from data.schema import CandidateScore, PreferencePair
-from tasks.common import config_of, log, stage_task
-from tasks.store import produce, write_json
+from infra.common import config_of, log, stage_task
+from infra.store import produce, write_json
 
 # 2: the reader's `supported` joined from the score stage
 # 3: scorer.mode=claims: each pair says which mark decided it (`decided_by`); its factual mark
 #    joined for curation.require_factual_chosen
 STAGE, VERSION = "curate", 3
-READS = ("curation",)  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+READS = ("curation",)  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
 def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path) -> dict:

@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
-from tasks.common import config_of, log, progress_logger, stage_task
-from tasks.store import produce, state_dir, write_json
+from infra.common import config_of, log, progress_logger, stage_task
+from infra.store import produce, state_dir, write_json
 
 STAGE, VERSION = "distil", 1
-READS = ("scorer", "teacher", "model.device", "data.world")  # the config this stage reads (tasks/reads.py)
+READS = ("scorer", "teacher", "model.device", "data.world")  # the config this stage reads (infra/reads.py)
 
 
 def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path) -> dict:

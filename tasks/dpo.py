@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records
-from tasks.common import config_of, load_policy, log, progress_logger, stage_task
-from tasks.store import drop_partial, partial_dir, produce, write_json
+from infra.common import config_of, load_policy, log, progress_logger, stage_task
+from infra.store import drop_partial, partial_dir, produce, write_json
 
 STAGE, VERSION = "dpo", 1
-READS = ("dpo", "model")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+READS = ("dpo", "model")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
 def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world: dict,
@@ -17,8 +17,8 @@ def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world:
     from models.dpo import train_dpo
 
     cfg = config_of(cfg_dict, READS, STAGE)
-    if cfg.runtime.launcher == "accelerate":  # every process runs this function (tasks/launch.py)
-        from tasks.launch import launch
+    if cfg.runtime.launcher == "accelerate":  # every process runs this function (infra/launch.py)
+        from infra.launch import launch
 
         return launch(STAGE, cfg_dict, {"base": base, "chain": chain, "pairs": pairs, "world": world}, out, log())
     model, processor = load_policy(cfg, base, chain)

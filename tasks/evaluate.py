@@ -12,14 +12,14 @@ from pathlib import Path
 
 from data.records import read_records, write_records
 from data.schema import EvalRow
-from tasks.common import config_of, load_policy, progress_logger, stage_task
-from tasks.store import produce, state_dir, write_json
+from infra.common import config_of, load_policy, progress_logger, stage_task
+from infra.store import produce, state_dir, write_json
 
 # 2: short answers (the base) report consistency/factuality as n/a; data without facts is
 #    judged by the R-Scorer (or reported as not measured)
 # 3: data without facts is graded by the teacher (eval.judge), not by the R-Scorer
 STAGE, VERSION = "evaluate", 3
-READS = ("eval", "model", "teacher", "data.world")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+READS = ("eval", "model", "teacher", "data.world")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
 def grader(cfg) -> str:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.common import config_of, stage_task
-from tasks.store import produce
+from infra.common import config_of, stage_task
+from infra.store import produce
 
 # 2: the facts table has no empty header row; 3: the headroom table per iteration
 STAGE, VERSION = "report", 3
-READS = ("report", "curation")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+READS = ("report", "curation")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
 def _dir(ref: dict | None) -> Path | None:

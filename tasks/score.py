@@ -14,16 +14,16 @@ from data.judging import judge_items
 from data.records import read_records, write_records
 from data.schema import CandidateMark, PairScore, PointScore, ReaderMark
 from models.judge import ORACLE, Judge, open_judge
-from tasks.common import config_of, progress_logger, stage_task  # before prefect: its env
+from infra.common import config_of, progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
-from tasks.store import drop_partial, produce, shard_file
+from infra.store import drop_partial, produce, shard_file
 
 # 2: slot bias and same-answer agreement in the meta; template markers in candidates neutralised
 # 3: steering probes in the meta (filler, a copied verdict line, padding; built-in world)
 # 4: the reader's verdict per candidate (reader.parquet) when scorer.reader is set
 # 5: scorer.mode=claims: per-candidate marks (marks.parquet) and pair rows worked out from them
 STAGE, VERSION = "score", 5
-READS = ("scorer", "model")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+READS = ("scorer", "model")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 __all__ = ["ORACLE", "judge_for", "score_task"]
 
 
@@ -38,7 +38,7 @@ def judge_for(scorer_cfg, judge: dict, device: str, seed: int = 0) -> Judge:
 
 @task(name="score-shard", retries=1)
 def score_shard(cfg: dict, judge: dict, candidates: dict, key: str, lo: int, hi: int) -> str:
-    """Judging items [lo, hi) on a Ray worker (tasks/distributed.py): its own judge replica;
+    """Judging items [lo, hi) on a Ray worker (infra/distributed.py): its own judge replica;
     the pair rows go to the stage's shard checkpoint, which the merge reads."""
     f = shard_file(STAGE, key, lo, hi)
     f.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: 
     # pair judges on Ray workers, merged in item order; the claims judge's inputs are a few
     # dozen tokens and the oracle has no model, so they stay here
     if key and cfg.runtime.ray_address and cfg.scorer.model != ORACLE and cfg.scorer.mode == "pairwise":
-        from tasks.distributed import map_shards, shard_bounds
+        from infra.distributed import map_shards, shard_bounds
 
         _, bounds = shard_bounds(len(judge_items(cands)), cfg.runtime.ray_workers)
         parts = map_shards(cfg, score_shard, [dict(cfg=cfg_dict, judge=judge, candidates=candidates, key=key,

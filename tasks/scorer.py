@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records
-from tasks.common import config_of, progress_logger, stage_task
-from tasks.store import produce, write_json
+from infra.common import config_of, progress_logger, stage_task
+from infra.store import produce, write_json
 
 STAGE, VERSION = "scorer", 3  # 3: scorer.mode=claims trains a claim checker
-READS = ("scorer", "model.base")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+READS = ("scorer", "model.base")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
 def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path) -> dict:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from data.records import read_records, write_records
 from data.schema import Candidate, Greedy
-from tasks.common import config_of, load_policy, log, progress_logger, stage_task  # before prefect: its env
+from infra.common import config_of, load_policy, log, progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
-from tasks.store import drop_partial, produce, shard_file, sharded
+from infra.store import drop_partial, produce, shard_file, sharded
 
 # 2: the greedy responses to the same prompts (greedy.parquet) and the headroom metrics
 STAGE, VERSION = "search", 2
-READS = ("search", "model", "iterate.prompts_per_iteration")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+READS = ("search", "model", "iterate.prompts_per_iteration")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
 def pool_slice(n_pool: int, per_iteration: int, iteration: int) -> tuple[int, int]:
@@ -42,7 +42,7 @@ def _prompts(cfg, world: dict, iteration: int) -> tuple[list[dict], list[dict]]:
 @task(name="search-shard", retries=1)
 def search_shard(cfg: dict, base: dict, chain: list[dict], world: dict, iteration: int, key: str,
                  lo: int, hi: int) -> str:
-    """Items [lo, hi) of iteration t's search, on a Ray worker (tasks/distributed.py): its own
+    """Items [lo, hi) of iteration t's search, on a Ray worker (infra/distributed.py): its own
     policy replica; the records go to the stage's shard checkpoint, which the merge reads."""
     from models.search import search_candidates
 
@@ -66,7 +66,7 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
     seed = search_seed(cfg, iteration)
     shard_size = cfg.search.shard_size
     if key and cfg.runtime.ray_address:  # the shards on Ray workers; merged below, as checkpoints
-        from tasks.distributed import map_shards, shard_bounds
+        from infra.distributed import map_shards, shard_bounds
 
         shard_size, bounds = shard_bounds(len(items), cfg.runtime.ray_workers)
         map_shards(cfg, search_shard, [dict(cfg=cfg_dict, base=base, chain=chain, world=world, iteration=iteration,

@@ -6,19 +6,19 @@ from collections import Counter
 from pathlib import Path
 
 from data.records import read_records, write_records
-from tasks.common import config_of, load_policy, log, progress_logger, stage_task
-from tasks.store import drop_partial, partial_dir, produce, state_dir, write_json
+from infra.common import config_of, load_policy, log, progress_logger, stage_task
+from infra.store import drop_partial, partial_dir, produce, state_dir, write_json
 
 STAGE, VERSION = "rationale_sft", 1
-READS = ("rationale_sft", "model", "teacher")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+READS = ("rationale_sft", "model", "teacher")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
 def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "") -> dict:
     from models.sft import train_rationale_sft
 
     cfg = config_of(cfg_dict, READS, STAGE)
-    if cfg.runtime.launcher == "accelerate":  # every process runs this function (tasks/launch.py)
-        from tasks.launch import launch
+    if cfg.runtime.launcher == "accelerate":  # every process runs this function (infra/launch.py)
+        from infra.launch import launch
 
         return launch(STAGE, cfg_dict, {"base": base, "world": world}, out, log())
     model, processor = load_policy(cfg, base, [])

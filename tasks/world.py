@@ -20,14 +20,14 @@ from data.records import write_records
 from data.schema import Example, RejectedRow
 from data.shapes import generate
 from data.validate import DataError, Limits, check_lengths, check_share, find_leaks
-from tasks.common import config_of, log, progress_logger, stage_task
-from tasks.store import state_dir
+from infra.common import config_of, log, progress_logger, stage_task
+from infra.store import state_dir
 
 # 2: multiple-choice rows list their options in the question, gold as the option text
 # 3: scorer.reference: the dataset's, the teacher's description of each image, or none
 STAGE, VERSION = "world", 3
 READS = ("data", "model.base", "model.trust_remote_code", "rationale_sft.source", "scorer.model",
-         "scorer.n_train_items", "scorer.reference", "teacher")  # the config this stage reads: its cache key hashes exactly this (tasks/reads.py)
+         "scorer.n_train_items", "scorer.reference", "teacher")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 SPLITS = ("rationale", "pool", "eval", "scorer")
 JUDGED_SPLITS = ("pool", "eval", "scorer")  # the splits whose rows the judge reads a reference for
 TRAIN_SPLITS = ("rationale", "pool", "scorer")  # what eval rows must not appear in
@@ -273,6 +273,6 @@ def build_world(cfg_dict: dict, out: Path, key: str = "") -> dict:
 
 @stage_task("world")
 def world_task(key: str, cfg: dict) -> dict:
-    from tasks.store import produce
+    from infra.store import produce
 
     return produce(STAGE, key, lambda out: build_world(cfg, out, key))

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN_BASE = ROOT / "models" / "builtin" / "base"
 
-from tasks.environment import apply_defaults, prefect_defaults  # noqa: E402
+from infra.environment import apply_defaults, prefect_defaults  # noqa: E402
 
 # the test session is an entry point: the project's defaults, set before any test module
 # imports prefect or transformers

@@ -138,7 +138,7 @@ def _full_page(browser, path: Path) -> None:
 def test_the_experiment_opens_on_its_runs_not_on_traces(ui):
     """MLflow 3 opens an experiment without a kind on its GenAI overview (traces, all empty
     here); the project tags its experiments so that the page lists the training runs."""
-    from tasks.tracking import EXPERIMENT_KIND, TRAINING_KIND
+    from infra.tracking import EXPERIMENT_KIND, TRAINING_KIND
 
     base, browser, client, exp, parent = ui
     assert client.get_experiment(exp.experiment_id).tags.get(EXPERIMENT_KIND) == TRAINING_KIND

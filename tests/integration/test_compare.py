@@ -1,6 +1,6 @@
 """`src compare` on a real MLflow SQLite store holding two synthetic pipeline runs.
 
-The runs follow the layout of tasks/layout.py (parent `src.role=pipeline`, children
+The runs follow the layout of infra/layout.py (parent `src.role=pipeline`, children
 `src.role=iteration`, `src.iteration=<t>`, metrics at step t); compare reads nothing else, so
 no model is trained here.
 """
@@ -62,7 +62,7 @@ def _pipeline(tracker, name: str, iterations: dict[int, dict]) -> tuple[str, lis
 def store(tmp_path_factory):
     from mlflow.tracking import MlflowClient
 
-    from tasks.tracking import MLflowTracker
+    from infra.tracking import MLflowTracker
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"

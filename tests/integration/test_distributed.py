@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from data.config import load_config
-from tasks.refs import base_ref, judge_ref
+from infra.refs import base_ref, judge_ref
 from tasks import score, search, world
 
 RAY = ["runtime.ray_address=local", "runtime.ray_workers=2"]

@@ -10,7 +10,7 @@ import pytest
 
 from data.config import load_config
 from data.records import read_records, write_records
-from tasks.refs import base_ref
+from infra.refs import base_ref
 from models.policy import build_policy
 from tasks import dpo, sft, world
 

@@ -6,7 +6,7 @@ Three real retraining runs share one temp state dir (SQLite MLflow store, epheme
 3. from that champion, with a different held-out set: the champion is re-evaluated first
    (the policy's lineage spans two pipeline runs), then promoted or kept by the rule.
 Each run is its own process (`python -m cli.main retrain`, i.e. `src retrain`):
-Prefect fixes its home and result folder when it is imported (tasks/environment.py sets them), so one process per state dir.
+Prefect fixes its home and result folder when it is imported (infra/environment.py sets them), so one process per state dir.
 
     pytest -m slow tests/integration/test_retrain.py
 """

@@ -158,7 +158,7 @@ def test_a_bad_state_dir_stops_a_fresh_process_before_prefect(tmp_path):
 def test_only_transient_failures_are_retried():
     from prefect.states import Failed
 
-    from tasks.common import stage_task
+    from infra.common import stage_task
 
     @stage_task("t", retries=2)
     def stage(key: str) -> dict:
@@ -172,11 +172,11 @@ def test_only_transient_failures_are_retried():
 
 
 ENGINE = """
-from tasks.environment import apply_defaults
+from infra.environment import apply_defaults
 apply_defaults()  # an entry point: Prefect's home and results in the state dir, before prefect
 from prefect import flow
 from data.validate import DataError
-from tasks.common import stage_task
+from infra.common import stage_task
 
 calls = {"flaky": 0, "data": 0}
 
@@ -216,7 +216,7 @@ def test_prefect_retries_a_transient_failure_but_not_a_data_error(tmp_path):
 
 
 def test_prefect_logs_a_user_error_without_its_traceback():
-    import tasks.common  # noqa: F401  (installs the filter)
+    import infra.common  # noqa: F401  (installs the filter)
 
     def record(exc: Exception) -> logging.LogRecord:
         try:

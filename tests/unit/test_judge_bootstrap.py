@@ -73,7 +73,7 @@ def test_builtin_resolves_per_mode_and_focus_records_are_of_the_family():
 
 
 def test_judge_ref_resolves_builtin_folders_and_refuses_a_style_mismatch(trained):
-    from tasks.refs import judge_ref
+    from infra.refs import judge_ref
 
     ref = judge_ref(str(trained["out"]), "compact")
     assert ref["judge_dir"] == str(trained["out"].resolve()) and ref["info"]["template"] == "compact"

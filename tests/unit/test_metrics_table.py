@@ -1,6 +1,6 @@
 """The table `src run` prints: one row per iteration, blanks where a figure was not measured."""
 
-from tasks.layout import metrics_table
+from infra.layout import metrics_table
 
 
 def test_the_table_shows_the_judge_and_the_reader_next_to_the_results():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.refs import base_ref, judge_ref
+from infra.refs import base_ref, judge_ref
 from tests.conftest import BUILTIN_BASE
 
 

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from tasks.common import progress_logger, progress_mode
+from infra.common import progress_logger, progress_mode
 
 
 class _Tty(io.StringIO):

@@ -1,5 +1,5 @@
 """A stage reads only the config it declares, and its cache key hashes exactly that
-(tasks/reads.py). The pipeline tests run every stage through `declared`, so a stage that reads
+(infra/reads.py). The pipeline tests run every stage through `declared`, so a stage that reads
 an undeclared section fails them; these tests check the mechanism itself.
 
 Run: .venv/bin/python -m pytest -q tests/unit/test_reads.py
@@ -11,7 +11,7 @@ import pytest
 
 from data.config import load_config
 from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
-from tasks.reads import UndeclaredRead, declared, signature
+from infra.reads import UndeclaredRead, declared, signature
 
 TASKS = (world, evaluate, sft, scorer, search, score, curate, dpo, report)
 

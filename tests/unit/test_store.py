@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import store
+from infra import store
 
 
 @pytest.fixture(autouse=True)

@@ -34,7 +34,7 @@ def prefect_defaults(state: Path) -> dict[str, str]:
 
 def defaults(state: Path | None = None) -> dict[str, str]:
     """Every default, for the state dir `state` (default: $SRC_STATE_DIR or `<project>/.src`)."""
-    from tasks.store import state_path
+    from infra.store import state_path
 
     return {**QUIET, **OFFLINE, **prefect_defaults(state or state_path())}
 
@@ -43,7 +43,7 @@ def apply_defaults(environ: MutableMapping[str, str] | None = None,
                    state: Path | None = None) -> dict[str, str]:
     """Set each default that `environ` (default: this process's) lacks, for the state dir
     `state` (default: $SRC_STATE_DIR or `<project>/.src`, created here); returns those it set."""
-    from tasks.store import state_path
+    from infra.store import state_path
 
     environ = os.environ if environ is None else environ
     state = state or state_path()

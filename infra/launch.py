@@ -7,9 +7,9 @@ With `runtime.launcher=accelerate` the SFT and DPO tasks do not train in their o
 `launch` writes the stage's inputs to a spec file and runs
 
     accelerate launch --config_file <runtime.accelerate_config> [--num_processes N] \
-        -m tasks.launched <spec.json>
+        -m flows.launched <spec.json>
 
-Every process (tasks/launched.py) runs the stage's own build function (tasks/sft.py, tasks/dpo.py) on its GPU
+Every process (flows/launched.py) runs the stage's own build function (tasks/sft.py, tasks/dpo.py) on its GPU
 (`cuda:<LOCAL_RANK>`); the Trainer shards the batches, and `models.policy.per_device_batch`
 keeps the global batch at the config's `batch_size`, so the GPU count does not change what is
 trained. Process 0 writes the stage output into the store's temporary folder; the others write
@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tasks.store import PROJECT_DIR
+from infra.store import PROJECT_DIR
 
 RESULT = ".launch-result.json"
 
@@ -46,7 +46,7 @@ def launch(stage: str, cfg: dict, refs: dict, out: Path, say=print) -> dict:
         cmd = [exe, "launch", "--config_file", rt["accelerate_config"]]
         if rt.get("num_processes"):
             cmd += ["--num_processes", str(rt["num_processes"])]
-        cmd += ["-m", "tasks.launched", str(spec)]
+        cmd += ["-m", "flows.launched", str(spec)]
         say(f"[{stage}] {' '.join(cmd)}")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_DIR), os.environ.get("PYTHONPATH", "")])}
         tail: list[str] = []

@@ -1,6 +1,6 @@
 """References to the models a pipeline run starts from: the base, a trained R-Scorer, the
 reader. A reference is `{"path", "digest", "stage", "key", "meta"}`, like a stage output's
-(tasks/store.py): a local folder is hashed by content, a hub id by name, so a retrained model
+(infra/store.py): a local folder is hashed by content, a hub id by name, so a retrained model
 at the same path is a new input to every stage key downstream.
 """
 
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from data.config import digest
-from tasks.store import file_digest
+from infra.store import file_digest
 
 
 def base_ref(name: str, field: str = "model.base") -> dict:

@@ -1,5 +1,5 @@
 """The tracker: what the flows write (one parent run per pipeline run, a child run per
-iteration; the layout is tasks/layout.py) and read back (resume, the registry's champion).
+iteration; the layout is infra/layout.py) and read back (resume, the registry's champion).
 
 The flows hold a `Tracker` (`make_tracker`, by `tracking.backend`) and nothing else of MLflow.
 `MLflowTracker` makes every call through `MlflowClient` with explicit run ids (never the
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from data.config import ConfigError, TrackingConfig
-from tasks.store import file_lock, state_dir
+from infra.store import file_lock, state_dir
 
 # Without a kind, MLflow 3's UI opens an experiment on its GenAI overview (traces, all empty
 # here); this kind opens it on the runs, where the iterations are.

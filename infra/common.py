@@ -93,8 +93,8 @@ def stage_task(name: str, retries: int = 0) -> Callable:
 
 def config_of(cfg: dict, reads: Sequence[str], stage: str) -> Any:
     """The config of a task's call as the stage may read it (`reads`: the task module's
-    READS): any other section or field raises `tasks.reads.UndeclaredRead`."""
-    from tasks.reads import declared
+    READS): any other section or field raises `infra.reads.UndeclaredRead`."""
+    from infra.reads import declared
 
     return declared(SRCConfig.model_validate(cfg), reads, stage)
 

@@ -8,7 +8,7 @@ runner (prefect-ray), with `runtime.ray_address` set.
 A stage's items are cut into `runtime.ray_workers` contiguous shards; each shard is one Prefect
 task run on a Ray worker, which loads its own model replica (`runtime.ray_num_gpus` GPUs per
 task) and writes the shard's records to the stage's checkpoint folder
-(`<state>/partial/<stage>/<key>/shard-<lo>-<hi>.parquet`, tasks/store.py). The stage then
+(`<state>/partial/<stage>/<key>/shard-<lo>-<hi>.parquet`, infra/store.py). The stage then
 merges the shards in item order, exactly as a single-process run merges its checkpointed
 shards: per-prompt random streams make the candidates independent of the sharding. The
 workers must see the state dir (one machine, or a shared filesystem on a cluster) and the
@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from typing import Any, Callable
 
-from tasks.store import PROJECT_DIR, state_dir
+from infra.store import PROJECT_DIR, state_dir
 
 PASSED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM",
               "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")

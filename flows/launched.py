@@ -1,5 +1,5 @@
-"""One process of a stage run under `accelerate launch -m tasks.launched <spec.json>`
-(tasks/launch.py starts it): the stage's own build function on this process's GPU; rank 0
+"""One process of a stage run under `accelerate launch -m flows.launched <spec.json>`
+(infra/launch.py starts it): the stage's own build function on this process's GPU; rank 0
 writes the output and the result file, the others write into scratch folders.
 """
 
@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tasks.launch import RESULT
+from infra.launch import RESULT
 
 
 def main(spec_path: str) -> int:
@@ -39,7 +39,7 @@ def main(spec_path: str) -> int:
     elif spec["stage"] == dpo.STAGE:
         meta = dpo.build_dpo(cfg, refs["base"], refs["chain"], refs["pairs"], refs["world"], out)
     else:
-        raise ValueError(f"tasks.launch: stage {spec['stage']!r} is not launchable")
+        raise ValueError(f"infra.launch: stage {spec['stage']!r} is not launchable")
     if rank == 0:
         meta.setdefault("metrics", {})["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
         (out / RESULT).write_text(json.dumps(meta, default=str))

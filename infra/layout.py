@@ -1,5 +1,5 @@
 """The MLflow layout of a pipeline run, written and read back through the tracker interface
-(tasks/tracking.py), so it holds for any tracker: MLflow, or the null tracker, which records
+(infra/tracking.py), so it holds for any tracker: MLflow, or the null tracker, which records
 nothing and so has no run to resume from.
 
 The pipeline (parent) run holds `config.yaml`, `summary.json`, `report.html` and `report/*.png`
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from data.config import digest
-from tasks.store import produce, read_manifest
+from infra.store import produce, read_manifest
 
 EVAL_KEYS = ("accuracy", "consistency", "factuality", "format_rate", "mean_length")
 
