@@ -160,15 +160,14 @@ def _reevaluate(cfg: SRCConfig, spec: str, tracker: Tracker) -> Score:
     (cached stage tasks, so a repeat costs nothing)."""
     from infra.layout import resolve_start
     from infra.refs import base_ref
-    from flows.pipeline import eval_key, task_key
+    from infra.runner import StageRunner
     from tasks import evaluate, world
 
-    c = cfg.model_dump(mode="json")
+    run = StageRunner(cfg)
     base = base_ref(cfg.model.base)
-    w = world.world_task(key=task_key(world, cfg, world.source_files(c)), cfg=c)
+    w = run(world)
     chain = resolve_start(spec, tracker)["chain"]
-    # accuracy only: no judge needed, whatever the world
-    ev = evaluate.eval_task(key=eval_key(cfg, base, chain, w), cfg=c, base=base, chain=chain, world=w)
+    ev = run(evaluate, base=base, chain=chain, world=w)  # accuracy is what the champion is compared on
     summary = json.loads((Path(ev["path"]) / "metrics.json").read_text())
     return Score(float(summary["accuracy"]), float(summary.get("accuracy_se", 0.0)))
 

@@ -16,7 +16,7 @@ STAGE, VERSION = "curate", 3
 READS = ("curation",)  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
-def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path) -> dict:
+def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path, key: str = "") -> dict:
     from data.curation import curate
 
     cfg = config_of(cfg_dict, READS, STAGE)
@@ -65,3 +65,6 @@ def add_decisions(pairs: list[dict], marks: list[dict]) -> dict[str, float]:
 @stage_task("curate")
 def curate_task(key: str, cfg: dict, candidates: dict, scores: dict) -> dict:
     return produce(STAGE, key, lambda out: build_pairs(cfg, candidates, scores, out))
+
+
+BUILD, TASK = build_pairs, curate_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)

@@ -20,7 +20,7 @@ STAGE, VERSION = "distil", 1
 READS = ("scorer", "teacher", "model.device", "data.world")  # the config this stage reads (infra/reads.py)
 
 
-def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path) -> dict:
+def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path, key: str = "") -> dict:
     from models.distill import (
         ask_claims, ask_reads, claim_rows, read_rows, sample_prompts, teacher_agreement, train_student_checker,
         train_student_reader,
@@ -58,3 +58,6 @@ def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path) -> di
 @stage_task("distil", retries=1)
 def distil_task(key: str, cfg: dict, candidates: dict, world: dict) -> dict:
     return produce(STAGE, key, lambda out: build_distil(cfg, candidates, world, out))
+
+
+BUILD, TASK = build_distil, distil_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)

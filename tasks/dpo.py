@@ -41,3 +41,6 @@ def dpo_task(key: str, cfg: dict, base: dict, chain: list[dict], pairs: dict, wo
     ref = produce(STAGE, key, lambda out: build_dpo(cfg, base, chain, pairs, world, out, key))
     drop_partial(STAGE, key)  # the Trainer checkpoints are not needed once the adapter is in place
     return ref
+
+
+BUILD, TASK = build_dpo, dpo_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)

@@ -13,6 +13,7 @@ from pathlib import Path
 from data.records import read_records, write_records
 from data.schema import EvalRow
 from infra.common import config_of, load_policy, progress_logger, stage_task
+from infra.runner import digests
 from infra.store import produce, state_dir, write_json
 
 # 2: short answers (the base) report consistency/factuality as n/a; data without facts is
@@ -33,7 +34,7 @@ def grader(cfg) -> str:
     return "none"
 
 
-def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: Path) -> dict:
+def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: Path, key: str = "") -> dict:
     from models.evaluate import evaluate_policy
 
     cfg = config_of(cfg_dict, READS, STAGE)
@@ -61,3 +62,11 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
 @stage_task("evaluate", retries=1)
 def eval_task(key: str, cfg: dict, base: dict, chain: list[dict], world: dict) -> dict:
     return produce(STAGE, key, lambda out: build_eval(cfg, base, chain, world, out))
+
+
+def key_parts(cfg, **refs) -> tuple[dict, dict]:
+    """Who grades is part of the key (whether teacher.endpoint is set is not, being a runtime knob)."""
+    return {"graded_by": grader(cfg)}, digests(refs)
+
+
+BUILD, TASK = build_eval, eval_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)

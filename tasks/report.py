@@ -21,7 +21,7 @@ def _dir(ref: dict | None) -> Path | None:
 
 
 def build_report_files(cfg_dict: dict, world: dict, base_eval: dict, iterations: list[dict],
-                       base_metrics: dict, facts: dict, out: Path) -> dict:
+                       base_metrics: dict, facts: dict, out: Path, key: str = "") -> dict:
     from report.page import IterationOutputs, build_report
 
     cfg = config_of(cfg_dict, READS, STAGE)
@@ -39,3 +39,16 @@ def report_task(key: str, cfg: dict, world: dict, base_eval: dict, iterations: l
                 base_metrics: dict, facts: dict) -> dict:
     return produce(STAGE, key, lambda out: build_report_files(cfg, world, base_eval, iterations,
                                                               base_metrics, facts, out))
+
+
+def key_parts(cfg, world: dict, base_eval: dict, iterations: list[dict], base_metrics: dict,
+              facts: dict) -> tuple[dict, dict]:
+    """The outputs behind every number and example the page shows (the DPO loss: the adapter's),
+    not the metrics dicts themselves: those carry timings, which differ between runs of the same
+    outputs; the facts table is shown as given."""
+    return {"facts": facts}, {"world": world["digest"], "base_eval": base_eval["digest"],
+                              "iterations": [[s[k]["digest"] for k in ("eval", "candidates", "scores", "pairs", "adapter")
+                                              if k in s] for s in iterations]}
+
+
+BUILD, TASK = build_report_files, report_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)

@@ -16,6 +16,7 @@ from data.schema import CandidateMark, PairScore, PointScore, ReaderMark
 from models.judge import ORACLE, Judge, open_judge
 from infra.common import config_of, progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
+from infra.refs import reader_digest
 from infra.store import drop_partial, produce, shard_file
 
 # 2: slot bias and same-answer agreement in the meta; template markers in candidates neutralised
@@ -81,3 +82,13 @@ def score_task(key: str, cfg: dict, judge: dict, candidates: dict) -> dict:
     ref = produce(STAGE, key, lambda out: build_scores(cfg, judge, candidates, out, key))
     drop_partial(STAGE, key)  # Ray shards, once merged
     return ref
+
+
+def key_parts(cfg, judge: dict, candidates: dict) -> tuple[dict, dict]:
+    """The judge and the candidates, and a given reader's content (scorer.reader: a retrained
+    reader at the same path is a new input; a distilled one is inside the judge's digest)."""
+    reader = reader_digest(cfg.scorer.reader, cfg.data.world)
+    return {}, {"judge": judge["digest"], "candidates": candidates["digest"], **({"reader": reader} if reader else {})}
+
+
+BUILD, TASK = build_scores, score_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)

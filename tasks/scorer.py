@@ -13,7 +13,7 @@ STAGE, VERSION = "scorer", 3  # 3: scorer.mode=claims trains a claim checker
 READS = ("scorer", "model.base")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
-def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path) -> dict:
+def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "") -> dict:
     from data import perturb, perturb_text
     from models.judge_training import new_tiny_judge, train_and_save, training_records
 
@@ -61,3 +61,6 @@ def build_checker(cfg, model, tokenizer, world: dict, out: Path) -> dict:
 @stage_task("scorer", retries=1)
 def scorer_task(key: str, cfg: dict, base: dict, world: dict) -> dict:
     return produce(STAGE, key, lambda out: build_scorer(cfg, base, world, out))
+
+
+BUILD, TASK = build_scorer, scorer_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)

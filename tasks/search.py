@@ -123,3 +123,6 @@ def search_task(key: str, cfg: dict, base: dict, chain: list[dict], world: dict,
     ref = produce(STAGE, key, lambda out: build_search(cfg, base, chain, world, iteration, out, key))
     drop_partial(STAGE, key)
     return ref
+
+
+BUILD, TASK = build_search, search_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)

@@ -62,3 +62,6 @@ def sft_task(key: str, cfg: dict, base: dict, world: dict) -> dict:
     ref = produce(STAGE, key, lambda out: build_sft(cfg, base, world, out, key))
     drop_partial(STAGE, key)  # the Trainer checkpoints are not needed once the adapter is in place
     return ref
+
+
+BUILD, TASK = build_sft, sft_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)

@@ -276,3 +276,12 @@ def world_task(key: str, cfg: dict) -> dict:
     from infra.store import produce
 
     return produce(STAGE, key, lambda out: build_world(cfg, out, key))
+
+
+def key_parts(cfg) -> tuple[dict, dict]:
+    """The world's inputs are its source files (your tables, a dataset) and the base model's
+    tokenizer; the shapes world has none."""
+    return {}, source_files(cfg.model_dump(mode="json"))
+
+
+BUILD, TASK = build_world, world_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)

@@ -1,0 +1,78 @@
+"""The stage runner: how the SRC recipe (flows/pipeline.py) calls a stage.
+
+A stage module of tasks/ declares what it is: `STAGE`, `VERSION`, `READS` (the config it
+reads, infra/reads.py), `BUILD` (its logic: a plain function of the config, its output folder
+and its input references) and `TASK` (that function as a cached Prefect task); where its key
+needs more than its inputs' digests, `key_parts(cfg, **refs) -> (extra, inputs)`. The
+runner builds each key from those declarations alone, runs the stage (its Prefect task inside
+a flow; the plain function through the store in `make stages`), reuses a finished output
+(resume), and records the wall time of each call and the stage's own build time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from data.config import SRCConfig
+from infra.reads import signature
+from infra.store import lookup, produce, stage_key
+
+
+def digests(refs: dict[str, Any]) -> dict[str, Any]:
+    """A stage's inputs as its key hashes them: a reference by its digest, a list of them by
+    theirs, a plain value (an iteration number) as it is; None is left out."""
+    def one(v: Any) -> Any:
+        if isinstance(v, dict) and "digest" in v:
+            return v["digest"]
+        if isinstance(v, list):
+            return [one(x) for x in v]
+        return v
+
+    return {k: one(v) for k, v in refs.items() if v is not None}
+
+
+@dataclass
+class StageRunner:
+    """Runs stage modules for one config: `runner(module, **refs) -> the output's reference`."""
+
+    cfg: SRCConfig
+    prefect: bool = True  # False: plain calls through the store (`make stages`), no Prefect
+    calls: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.cfg_dict = self.cfg.model_dump(mode="json")
+
+    def key(self, module: ModuleType, **refs: Any) -> str:
+        """The stage's key: the config it declares it reads, its inputs' digests (and what its
+        `key_parts` adds), its version and the seed."""
+        parts = getattr(module, "key_parts", None)
+        extra, inputs = parts(self.cfg, **refs) if parts else ({}, digests(refs))
+        return stage_key(module.STAGE, module.VERSION, {**signature(self.cfg, module.READS), **extra},
+                         inputs, self.cfg.seed)
+
+    def __call__(self, module: ModuleType, **refs: Any) -> dict:
+        key = self.key(module, **refs)
+        t = time.time()
+        if self.prefect:  # Prefect's cache knows the key; the store knows whether the files are there
+            task = module.TASK if lookup(module.STAGE, key) else module.TASK.with_options(refresh_cache=True)
+            ref = task(key=key, cfg=self.cfg_dict, **refs)
+        else:
+            ref = produce(module.STAGE, key, lambda out: module.BUILD(self.cfg_dict, out=out, key=key, **refs))
+        built = (ref.get("created") or 0) >= t  # False: reused from the store / Prefect cache
+        self.calls.append({"stage": module.STAGE, "call_seconds": time.time() - t, "built": built,
+                           "build_seconds": (ref.get("build_seconds") or 0.0) if built else 0.0})
+        return ref
+
+    def timing(self, wall: float) -> dict:
+        """Where a run's wall time went: the stage functions' own build time (stages built in
+        this run) per stage, and the rest (Prefect, tracking, loading refs) as a share."""
+        per: dict[str, float] = {}
+        for c in self.calls:
+            per[c["stage"]] = per.get(c["stage"], 0.0) + c["build_seconds"]
+        stage_s = sum(per.values())
+        return {"flow_seconds": wall, "stage_seconds": stage_s, "per_stage_seconds": per,
+                "overhead_frac": (wall - stage_s) / wall if wall > 0 else 0.0,
+                "built": sum(c["built"] for c in self.calls), "reused": sum(not c["built"] for c in self.calls)}
