@@ -1,6 +1,7 @@
 """The 7B model presets (configs/<preset>.yaml), each run through every SRC stage on CPU with its
 architecture shrunk to random-weight tiny models (tools/tiny_archs.py): rationale SFT, search,
-pairwise scoring, curation, DPO and evaluation, as plain stage calls (scripts/run_stages.py).
+pairwise scoring, curation, DPO and evaluation, as the recipe's plain stage calls without
+Prefect (`make stages`, scripts/run_stages.py).
 
 The test changes only what a CPU cannot do or what makes a tiny random model learn the answer
 format in seconds: the model folders, float32 instead of bfloat16, a small local A-OKVQA-shaped
@@ -86,11 +87,14 @@ def test_the_preset_runs_every_stage_with_its_architecture_shrunk(preset, tiny_j
     assert json.loads((base / "config.json").read_text())["architectures"] == [real_class]
     out = run_stages.main(["--config", f"configs/{preset}.yaml", "--out", str(tmp_path / "run"),
                            f"model.base={base}", f"scorer.model={tiny_judge}", f"data.hf.dataset={aokvqa}",
-                           *TINY, *GIVEN_JUDGE])
-    assert set(out) >= {"base", "rationale_tuned", "scorer", "curate", "dpo", "iteration_1"}
-    assert out["curate"]["curate/kept"] >= 1 and out["scorer"]["judge/n_decisive_pairs"] > 0
-    assert math.isfinite(out["dpo"]["loss"]) and out["dpo"]["steps"] == 2
-    adapter = json.loads((tmp_path / "run" / "dpo1" / "adapter_config.json").read_text())
+                           *TINY, *GIVEN_JUDGE, "iterate.iterations=1"])
+    assert [r["iteration"] for r in out["iterations"]] == [0, 1]
+    last = out["iterations"][1]["metrics"]
+    assert last["curate/kept"] >= 1 and 0.0 <= last["judge/flip_rate"] <= 1.0
+    assert math.isfinite(last["dpo/loss"])
+    dpo = Path(out["chain"][-1])
+    assert json.loads((dpo / "metrics.json").read_text())["steps"] == 2
+    adapter = json.loads((dpo / "adapter" / "adapter_config.json").read_text())
     # LoRA on the language model only: the vision tower and projector stay as they are
     assert "language_model" in adapter["target_modules"] and "visual" not in adapter["target_modules"]
 
