@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import subprocess
@@ -22,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from data.config import load_config
+from infra.refs import base_ref, given_judge_ref
+from infra.runner import StageRunner
+from tasks import curate, distil, dpo, score, scorer, search, sft, world
 
 ROOT = Path(__file__).resolve().parents[1]
 _VERDICT_TEXT = re.compile(r"\s*(Tie|A|B)(?![a-z])")
@@ -122,7 +128,6 @@ def memory_step(kind: str, config: str, overrides: list[str], steps: int, batch:
     """Peak RSS of `steps` SFT or DPO steps at batch `batch` on the rationale pairs, this process."""
     import tempfile
 
-    from data.config import load_config
     from data.shapes import generate
     from models.builtin import resolve_base
     from models.policy import build_policy
@@ -170,58 +175,41 @@ def bench_memory(config: str, steps: int = 6, batch: int = 8) -> dict:
 # --------------------------------------------------------------------------- scale
 
 
-def scale_point(config: str, overrides: list[str], chain: list[str], n_prompts: int) -> dict:
-    """One iteration's search -> score -> curate -> DPO on `n_prompts` pool prompts, timed
-    per stage, in this process (peak RSS is this process's)."""
-    import tempfile
-
-    from data.config import load_config
-    from data.curation import curate
-    from models.dpo import train_dpo
-    from models.builtin import judge_path
-    from models.judge import open_judge
-    from models.search import search_candidates
-
-    cfg = load_config(config, overrides)
+def scale_point(config: str, overrides: list[str], n_prompts: int) -> dict:
+    """One iteration's search -> score -> curate -> DPO on `n_prompts` pool prompts: the
+    recipe's own stage steps (infra/runner.py, plain calls through the store of
+    $SRC_STATE_DIR, where the main run's world and rationale SFT are reused), each timed by its
+    own build time; peak RSS is this process's. The search stage's time includes the greedy
+    responses it decodes for the headroom."""
+    cfg = load_config(config, [*overrides, f"iterate.prompts_per_iteration={n_prompts}"])
     torch.set_num_threads(1)
-    model, processor = _policy(cfg, chain[:1])
-    items = _items(cfg, n_prompts)
-    sec: dict[str, float] = {}
-    t = time.perf_counter()
-    cands = search_candidates(model, processor, items, cfg.search, seed=cfg.seed)
-    sec["search"] = time.perf_counter() - t
-    by = {it["prompt_id"]: it["record"] for it in items}
-    for c in cands:
-        r = by[c["prompt_id"]]
-        c.update(gold=r["answer"], facts=r["facts"], reference=r["reference"], question=r["question"])
-    t = time.perf_counter()
-    where = None if cfg.scorer.model == "oracle" else judge_path(cfg.scorer.model, cfg.scorer.mode)
-    verdict = open_judge(cfg.scorer, where, cfg.model.device, cfg.seed).judge(cands)
-    for c, r in zip(cands, verdict.reads or []):
-        c["supported"] = r["supported"]
-    sec["score"] = time.perf_counter() - t
-    t = time.perf_counter()
-    cur = curate(cands, verdict.pairs, cfg.curation, point_rows=verdict.points)
-    sec["curate"] = time.perf_counter() - t
-    pairs = [{**p, "image": by[p["prompt_id"]]["image"]} for p in cur.pairs]
-    t = time.perf_counter()
-    if pairs:
-        train_dpo(model, processor, pairs, cfg.dpo, Path(tempfile.mkdtemp(prefix="bench-scale-")), cfg.seed)
-    sec["dpo"] = time.perf_counter() - t
-    return {"prompts": n_prompts, "candidates": len(cands), "pairs": len(pairs),
+    run = StageRunner(cfg, prefect=False)
+    base = base_ref(cfg.model.base)
+    w = run(world)
+    chain = [run(sft, base=base, world=w)]
+    cands = run(search, base=base, chain=chain, world=w, iteration=1)
+    judge = given_judge_ref(cfg) or (run(scorer, base=base, world=w) if cfg.scorer.model == "train"
+                                     else run(distil, candidates=cands, world=w))
+    scores = run(score, judge=judge, candidates=cands)
+    pairs = run(curate, candidates=cands, scores=scores)
+    run(dpo, base=base, chain=chain, pairs=pairs, world=w)
+    sec = {c["stage"]: c["build_seconds"] for c in run.calls if c["stage"] in ("search", "score", "curate", "dpo")}
+    return {"prompts": n_prompts, "candidates": cands["meta"]["n_candidates"],
+            "pairs": int(pairs["meta"].get("metrics", {}).get("curate/kept", 0)),
             "seconds": {k: round(v, 1) for k, v in sec.items()},
             "total_seconds": round(sum(sec.values()), 1), "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
-def bench_scale(config: str, overrides: list[str], chain: list[str], sizes: list[int]) -> dict:
-    """Each size in its own process; the growth exponent b of time ~ prompts^b per stage."""
+def bench_scale(config: str, overrides: list[str], state: Path, sizes: list[int]) -> dict:
+    """Each size in its own process on the store `state`; the growth exponent b of time ~
+    prompts^b per stage."""
     import math
 
     points = []
     for n in sizes:
-        cmd = [sys.executable, "-m", "bench.perf", "scale", "--config", config, "--prompts", str(n),
-               "--chain", json.dumps(chain), *overrides]
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        cmd = [sys.executable, "-m", "bench.perf", "scale", "--config", config, "--prompts", str(n), *overrides]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, "SRC_STATE_DIR": str(state)})
         if p.returncode != 0:
             raise RuntimeError(f"scale point {n} failed:\n{p.stderr[-2000:]}")
         points.append(json.loads(p.stdout.strip().splitlines()[-1]))
@@ -251,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("kind", choices=["sft", "dpo"])
     s = sub.add_parser("scale")
     s.add_argument("--prompts", type=int, required=True)
-    s.add_argument("--chain", required=True, help="JSON list of stage folders (adapter chain)")
     for p in (m, s):
         p.add_argument("--config", default="configs/builtin.yaml")
         p.add_argument("overrides", nargs="*")
@@ -261,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "memory":
         res = memory_step(a.kind, a.config, a.overrides, a.steps, a.batch)
     else:
-        res = scale_point(a.config, a.overrides, json.loads(a.chain), a.prompts)
+        res = scale_point(a.config, a.overrides, a.prompts)
     print(json.dumps(res))
     return 0
 

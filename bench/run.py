@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     def scale_job() -> dict:  # on the core the main run leaves idle, once its SFT exists
         sft = _wait_for_stage(state, "rationale_sft")
         print(f"[bench {mode}] scale curve {sizes} on {sft.name}, next to the main run", flush=True)
-        return perf.bench_scale(args.config, over, [str(sft)], sizes)
+        return perf.bench_scale(args.config, over, state, sizes)
 
     print(f"[bench {mode}] efficacy: main run, cached re-run, {len(efficacy.ABLATIONS)} ablations", flush=True)
     runs = efficacy.run_all(state, logs, budget["iterations"], args.quick, args.workers, args.config,
