@@ -151,13 +151,34 @@ class RejectedRow(TypedDict):
 
 
 # the file name each stage stores a kind under
+# Every file a stage writes, named once: stages, the tracker, the report and the tests use these.
+RATIONALE_FILE = "rationale.parquet"
+POOL_FILE = "pool.parquet"
+EVAL_FILE = "eval.parquet"
+SCORER_FILE = "scorer.parquet"
+REJECTED_FILE = "rejected_rows.parquet"
+CANDIDATES_FILE = "candidates.parquet"
+GREEDY_FILE = "greedy.parquet"
+PAIR_SCORES_FILE = "pairwise_scores.parquet"
+POINT_SCORES_FILE = "pointwise_scores.parquet"
+READER_FILE = "reader.parquet"
+MARKS_FILE = "marks.parquet"
+PAIRS_FILE = "preference_pairs.parquet"
+CANDIDATE_SCORES_FILE = "candidate_scores.parquet"
+EVAL_ROWS_FILE = "scores.parquet"
+SAMPLES_FILE = "samples.parquet"
+METRICS_FILE = "metrics.json"
+TEACHER_CLAIMS_FILE = "teacher_claims.parquet"
+TEACHER_READS_FILE = "teacher_reads.parquet"
+TEACHER_RATIONALES_FILE = "teacher_rationales.parquet"
+TEACHER_DROPPED_FILE = "teacher_dropped.parquet"
+SPLIT_FILES = {"rationale": RATIONALE_FILE, "pool": POOL_FILE, "eval": EVAL_FILE, "scorer": SCORER_FILE}
+# the record kind of each parquet file (write_records checks rows against it; the tests, files)
 FILES: dict[str, type] = {
-    "rationale.parquet": Example, "pool.parquet": Example, "eval.parquet": Example,
-    "scorer.parquet": Example, "rejected_rows.parquet": RejectedRow,
-    "candidates.parquet": Candidate, "greedy.parquet": Greedy,
-    "pairwise_scores.parquet": PairScore, "pointwise_scores.parquet": PointScore,
-    "reader.parquet": ReaderMark, "marks.parquet": CandidateMark, "preference_pairs.parquet": PreferencePair,
-    "candidate_scores.parquet": CandidateScore, "scores.parquet": EvalRow, "samples.parquet": EvalRow,
+    RATIONALE_FILE: Example, POOL_FILE: Example, EVAL_FILE: Example, SCORER_FILE: Example, REJECTED_FILE: RejectedRow,
+    CANDIDATES_FILE: Candidate, GREEDY_FILE: Greedy, PAIR_SCORES_FILE: PairScore, POINT_SCORES_FILE: PointScore,
+    READER_FILE: ReaderMark, MARKS_FILE: CandidateMark, PAIRS_FILE: PreferencePair,
+    CANDIDATE_SCORES_FILE: CandidateScore, EVAL_ROWS_FILE: EvalRow, SAMPLES_FILE: EvalRow,
 }
 
 

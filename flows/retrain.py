@@ -28,6 +28,8 @@ A retraining run
 
 from __future__ import annotations
 
+from data.schema import METRICS_FILE
+
 import json
 import math
 from collections.abc import Callable
@@ -168,7 +170,7 @@ def _reevaluate(cfg: SRCConfig, spec: str, tracker: Tracker) -> Score:
     w = run(world)
     chain = resolve_start(spec, tracker)["chain"]
     ev = run(evaluate, base=base, chain=chain, world=w)  # accuracy is what the champion is compared on
-    summary = json.loads((Path(ev["path"]) / "metrics.json").read_text())
+    summary = json.loads((Path(ev["path"]) / METRICS_FILE).read_text())
     return Score(float(summary["accuracy"]), float(summary.get("accuracy_se", 0.0)))
 
 

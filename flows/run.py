@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 from data.config import SRCConfig, digest
 from data.metrics import format_table
 from data.validate import DataError
+from data.schema import METRICS_FILE
 from infra.common import log
 from infra.layout import eval_metrics, log_iteration, metrics_table, resolve_start
 from infra.refs import ORACLE_JUDGE, base_ref, given_judge_ref, reader_digest
@@ -84,7 +85,7 @@ class Run:
         self.eb = self(evaluate, base=self.base, chain=[], world=self.w)
         self.base_metrics = eval_metrics(self.eb)
         self.tracker.log_metrics(self.parent, {f"base/{k}": v for k, v in self.base_metrics.items()})
-        self.tracker.log_artifact(self.parent, Path(self.eb["path"]) / "metrics.json", "base_eval")
+        self.tracker.log_artifact(self.parent, Path(self.eb["path"]) / METRICS_FILE, "base_eval")
         return self.eb
 
     def resume(self) -> tuple[list[dict], dict | None, int]:
@@ -125,7 +126,7 @@ class Run:
         return self._measured_by() or "not measured (no scene facts, no teacher)"
 
     def _measured_by(self) -> str | None:
-        return (json.loads((Path(self.shown[-1]["eval"]["path"]) / "metrics.json").read_text()).get("measured_by")
+        return (json.loads((Path(self.shown[-1]["eval"]["path"]) / METRICS_FILE).read_text()).get("measured_by")
                 if self.shown else None)
 
     def finish(self, chain: list[dict]) -> dict:
@@ -155,7 +156,7 @@ class Run:
         uri = self.tracker.uri
         if self.prefect:
             _summary_artifact(self.parent, uri, table)
-        base_summary = json.loads((Path(self.eb["path"]) / "metrics.json").read_text())
+        base_summary = json.loads((Path(self.eb["path"]) / METRICS_FILE).read_text())
         return {"parent_run_id": self.parent, "iterations": self.results, "wall_seconds": wall, "table": table,
                 "timing": timing, "chain": [r["path"] for r in chain], "base_metrics": self.base_metrics,
                 "tracking_uri": uri, "experiment_id": self.tracker.experiment_id,

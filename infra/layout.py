@@ -16,13 +16,16 @@ import json
 from pathlib import Path
 
 from data.config import digest
+from data.schema import (
+    CANDIDATES_FILE, CANDIDATE_SCORES_FILE, MARKS_FILE, METRICS_FILE, PAIRS_FILE, PAIR_SCORES_FILE, POINT_SCORES_FILE, READER_FILE, SAMPLES_FILE,
+)
 from infra.store import produce, read_manifest
 
 EVAL_KEYS = ("accuracy", "consistency", "factuality", "format_rate", "mean_length")
 
 
 def eval_metrics(ref: dict) -> dict:
-    summary = json.loads((Path(ref["path"]) / "metrics.json").read_text())
+    summary = json.loads((Path(ref["path"]) / METRICS_FILE).read_text())
     # a metric that was not measured (None) is not logged at all: MLflow has no "n/a"
     out = {f"eval/{k}": summary[k] for k in EVAL_KEYS if summary.get(k) is not None}
     out.update({f"eval/{k}_se": summary[f"{k}_se"] for k in EVAL_KEYS if summary.get(f"{k}_se") is not None})
@@ -36,9 +39,9 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
     run = tracker.start_run(f"iteration-{t}", {"src.role": "iteration", "src.iteration": str(t)},
                             parent_id=parent)
     metrics: dict = {}
-    files = {"candidates": ["candidates.parquet"],
-             "scores": ["pairwise_scores.parquet", "pointwise_scores.parquet", "reader.parquet", "marks.parquet"],
-             "pairs": ["preference_pairs.parquet", "candidate_scores.parquet"]}
+    files = {"candidates": [CANDIDATES_FILE],
+             "scores": [PAIR_SCORES_FILE, POINT_SCORES_FILE, READER_FILE, MARKS_FILE],
+             "pairs": [PAIRS_FILE, CANDIDATE_SCORES_FILE]}
     for name, names in files.items():
         if name not in refs:
             continue
@@ -75,8 +78,8 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
     if t == 0:
         metrics.update({f"sft/{k}": v for k, v in am.items() if isinstance(v, (int, float))})
     ev = refs["eval"]
-    tracker.log_artifact(run, Path(ev["path"]) / "metrics.json", "eval")
-    tracker.log_artifact(run, Path(ev["path"]) / "samples.parquet", "eval")
+    tracker.log_artifact(run, Path(ev["path"]) / METRICS_FILE, "eval")
+    tracker.log_artifact(run, Path(ev["path"]) / SAMPLES_FILE, "eval")
     metrics.update(eval_metrics(ev))
     tracker.log_metrics(run, metrics, step=t)
     tracker.log_metrics(parent, {k: v for k, v in metrics.items() if not k.startswith("eval/family")}, step=t)
@@ -89,11 +92,11 @@ def _log_samples(tracker, run: str, refs: dict) -> None:
     """Small tables for the MLflow UI (no parquet download needed)."""
     from data.records import read_records
 
-    cands = read_records(Path(refs["candidates"]["path"]) / "candidates.parquet")[:60]
+    cands = read_records(Path(refs["candidates"]["path"]) / CANDIDATES_FILE)[:60]
     tracker.log_table(run, [{k: c.get(k) for k in ("prompt_id", "cand_idx", "question", "text", "answer",
                                                     "gold", "mean_logprob", "answer_confidence")}
                             for c in cands], "tables/candidates.json")
-    pairs = read_records(Path(refs["pairs"]["path"]) / "preference_pairs.parquet")[:30]
+    pairs = read_records(Path(refs["pairs"]["path"]) / PAIRS_FILE)[:30]
     tracker.log_table(run, [{k: p.get(k) for k in ("prompt_id", "question", "chosen", "rejected",
                                                     "s_chosen", "s_rejected", "weight")}
                             for p in pairs], "tables/preference_pairs.json")

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from data.config import digest
+from data.schema import METRICS_FILE, REJECTED_FILE
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
 # Reports (timings, training curves) are verified like any file but left out of the content
 # digest: two runs that produce the same data have the same digest, so downstream keys agree.
-REPORTS = ("metrics.json", "rejected_rows.parquet")
+REPORTS = (METRICS_FILE, REJECTED_FILE)
 
 
 def state_path() -> Path:

@@ -32,6 +32,10 @@ from data.config import CurationConfig
 from data.curation import DROP_REASONS, aggregate_pairs, curate
 from report.plots import heatmap, plot, table_cells
 from data.scoring import normalize_answer
+from data.schema import (
+    CANDIDATES_FILE, CANDIDATE_SCORES_FILE, EVAL_ROWS_FILE, METRICS_FILE, PAIRS_FILE, PAIR_SCORES_FILE, POINT_SCORES_FILE,
+    SPLIT_FILES,
+)
 
 HTML_FILE, METRICS_PNG = "report.html", "metrics.png"
 _CSS = """
@@ -207,13 +211,13 @@ def _headroom_block(m: dict) -> list[str]:
 def _iteration_section(it: IterationOutputs, images: dict[str, bytes], cfg: CurationConfig,
                        n_prompts: int, out: Path) -> tuple[str, list[Path]]:
     t = it.iteration
-    cands = pd.read_parquet(it.candidates_dir / "candidates.parquet")
-    pair_file, point_file = it.scores_dir / "pairwise_scores.parquet", it.scores_dir / "pointwise_scores.parquet"
+    cands = pd.read_parquet(it.candidates_dir / CANDIDATES_FILE)
+    pair_file, point_file = it.scores_dir / PAIR_SCORES_FILE, it.scores_dir / POINT_SCORES_FILE
     pair_rows = pd.read_parquet(pair_file) if pair_file.is_file() else None
     point_rows = pd.read_parquet(point_file) if point_file.is_file() else None
-    prefs = pd.read_parquet(it.pairs_dir / "preference_pairs.parquet")
-    cscores = pd.read_parquet(it.pairs_dir / "candidate_scores.parquet")
-    curated = json.loads((it.pairs_dir / "metrics.json").read_text())
+    prefs = pd.read_parquet(it.pairs_dir / PAIRS_FILE)
+    cscores = pd.read_parquet(it.pairs_dir / CANDIDATE_SCORES_FILE)
+    curated = json.loads((it.pairs_dir / METRICS_FILE).read_text())
     dropped = curated.get("dropped", {})
     n_total = int(curated.get("metrics", {}).get("curate/n_prompts", cands["prompt_id"].nunique()))
     m = it.metrics
@@ -283,7 +287,7 @@ def build_report(world_dir: Path, iterations: list[IterationOutputs], out: str |
     out.mkdir(parents=True, exist_ok=True)
     images = {}
     for split in ("pool", "eval"):
-        f = Path(world_dir) / f"{split}.parquet"
+        f = Path(world_dir) / SPLIT_FILES[split]
         if f.is_file():
             df = pd.read_parquet(f, columns=["id", "image"])
             images.update({i: b for i, b in zip(df["id"], df["image"]) if isinstance(b, bytes)})
@@ -301,7 +305,7 @@ def build_report(world_dir: Path, iterations: list[IterationOutputs], out: str |
                                                                    for it in iterations]
     if len(evals) > 1:
         body.append("<h2 id='changes'>What changed between evaluations</h2>")
-        frames = [(label, pd.read_parquet(Path(d) / "scores.parquet")) for label, d in evals]
+        frames = [(label, pd.read_parquet(Path(d) / EVAL_ROWS_FILE)) for label, d in evals]
         for (lb, before), (la, after) in zip(frames, frames[1:]):
             body.append(_changes_section(f"{lb} -> {la}", before, after, images, n_examples))
     toc = " · ".join(["<a href='#metrics'>metrics</a>"]

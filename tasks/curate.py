@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
-from data.schema import CandidateScore, PreferencePair
+from data.schema import (
+    CANDIDATES_FILE, CANDIDATE_SCORES_FILE, CandidateScore, MARKS_FILE, METRICS_FILE, PAIRS_FILE, PAIR_SCORES_FILE, POINT_SCORES_FILE, PreferencePair, READER_FILE,
+)
 from infra.common import config_of, log, stage_task
 from infra.store import produce, write_json
 
@@ -20,19 +22,19 @@ def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path, key: 
     from data.curation import curate
 
     cfg = config_of(cfg_dict, READS, STAGE)
-    cands = read_records(Path(candidates["path"]) / "candidates.parquet")
-    reader_file = Path(scores["path"]) / "reader.parquet"
+    cands = read_records(Path(candidates["path"]) / CANDIDATES_FILE)
+    reader_file = Path(scores["path"]) / READER_FILE
     if reader_file.exists():  # scorer.reader: which candidates' rationales imply their answers
         said = {(r["prompt_id"], int(r["cand_idx"])): r["supported"] for r in read_records(reader_file)}
         for c in cands:
             c["supported"] = said.get((c["prompt_id"], int(c["cand_idx"])))
-    marks_file = Path(scores["path"]) / "marks.parquet"
+    marks_file = Path(scores["path"]) / MARKS_FILE
     marks = read_records(marks_file) if marks_file.exists() else []  # scorer.mode=claims
     factual = {(m["prompt_id"], int(m["cand_idx"])): m["factual"] >= 0.5 for m in marks}
     for c in cands:
         c["factual"] = factual.get((c["prompt_id"], int(c["cand_idx"])))
-    pair_file = Path(scores["path"]) / "pairwise_scores.parquet"
-    point_file = Path(scores["path"]) / "pointwise_scores.parquet"
+    pair_file = Path(scores["path"]) / PAIR_SCORES_FILE
+    point_file = Path(scores["path"]) / POINT_SCORES_FILE
     kwargs = {}
     if cfg.curation.preference != "answer_only":
         if pair_file.exists():
@@ -44,9 +46,9 @@ def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path, key: 
     metrics = result.metrics()
     if marks:  # scorer.mode=claims: which of correct, consistent, factual decided each pair
         metrics.update(add_decisions(result.pairs, marks))
-    write_records(result.pairs, out / "preference_pairs.parquet", PreferencePair)
-    write_records(result.scores, out / "candidate_scores.parquet", CandidateScore)
-    write_json(out / "metrics.json", {"metrics": metrics, "dropped": result.dropped})
+    write_records(result.pairs, out / PAIRS_FILE, PreferencePair)
+    write_records(result.scores, out / CANDIDATE_SCORES_FILE, CandidateScore)
+    write_json(out / METRICS_FILE, {"metrics": metrics, "dropped": result.dropped})
     log()(f"[curate] kept {result.kept}/{result.n_prompts}, dropped {result.dropped}")
     return {"metrics": metrics, "dropped": result.dropped}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
+from data.schema import CANDIDATES_FILE, METRICS_FILE, POOL_FILE, TEACHER_CLAIMS_FILE, TEACHER_READS_FILE
 from infra.common import config_of, log, progress_logger, stage_task
 from infra.store import produce, state_dir, write_json
 
@@ -29,9 +30,9 @@ def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path, key: 
 
     cfg = config_of(cfg_dict, READS, STAGE)
     say = log()
-    cands = sample_prompts(read_records(Path(candidates["path"]) / "candidates.parquet"),
+    cands = sample_prompts(read_records(Path(candidates["path"]) / CANDIDATES_FILE),
                            cfg.scorer.distill_prompts, cfg.seed)
-    pool = {r["id"]: r for r in read_records(Path(world["path"]) / "pool.parquet")}
+    pool = {r["id"]: r for r in read_records(Path(world["path"]) / POOL_FILE)}
     images = {pid: pool[pid]["image"] for pid in {c["prompt_id"] for c in cands}}
     client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
     claims = ask_claims(client, claim_rows(cands, images), progress_logger("teacher claims"))
@@ -39,9 +40,9 @@ def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path, key: 
     reads = ask_reads(client, read_rows(cands, images), progress_logger("teacher reads")) if want_reader else []
     say(f"[distil] teacher {cfg.teacher.model}: {len(claims)} claims labelled ({sum(c['holds'] for c in claims)} "
         f"true), {len(reads)} rationales read; {client.hits} answers from the cache, {client.misses} asked")
-    write_records(claims, out / "teacher_claims.parquet")
+    write_records(claims, out / TEACHER_CLAIMS_FILE)
     if reads:
-        write_records(reads, out / "teacher_reads.parquet")
+        write_records(reads, out / TEACHER_READS_FILE)
     metrics: dict = {"distill/claims": float(len(claims)), "distill/reads": float(len(reads)),
                      "distill/teacher_cache_hits": float(client.hits), "distill/teacher_asked": float(client.misses)}
     metrics.update(teacher_agreement(claims, reads, {pid: pool[pid].get("facts") for pid in images}))
@@ -49,7 +50,7 @@ def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path, key: 
     if want_reader:
         metrics.update(train_student_reader(cfg, reads, out / "judge" / "reader", cfg.data.world,
                                             progress_logger("distil reader")))
-    write_json(out / "metrics.json", metrics)
+    write_json(out / METRICS_FILE, metrics)
     say("[distil] " + " ".join(f"{k.split('/', 1)[1]}={v:.3f}" for k, v in metrics.items()
                                if "agree" in k or "exact" in k))
     return {"metrics": metrics}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records
+from data.schema import METRICS_FILE, PAIRS_FILE, POOL_FILE
 from infra.common import config_of, load_policy, log, progress_logger, stage_task
 from infra.store import drop_partial, partial_dir, produce, write_json
 
@@ -22,17 +23,17 @@ def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world:
 
         return launch(STAGE, cfg_dict, {"base": base, "chain": chain, "pairs": pairs, "world": world}, out, log())
     model, processor = load_policy(cfg, base, chain)
-    prefs = read_records(Path(pairs["path"]) / "preference_pairs.parquet")
-    pool = {r["id"]: r["image"] for r in read_records(Path(world["path"]) / "pool.parquet")}
+    prefs = read_records(Path(pairs["path"]) / PAIRS_FILE)
+    pool = {r["id"]: r["image"] for r in read_records(Path(world["path"]) / POOL_FILE)}
     for p in prefs:  # images travel by id, not copied into every pairs file
         p["image"] = pool[p["prompt_id"]]
     if not prefs:  # the policy stays pi_{t-1}; the flow logs why
-        write_json(out / "metrics.json", {"skipped": "curation kept no preference pairs"})
+        write_json(out / METRICS_FILE, {"skipped": "curation kept no preference pairs"})
         return {"skipped": True, "metrics": {}}
     metrics = train_dpo(model, processor, prefs, cfg.dpo, out / "adapter", cfg.seed,
                         progress_logger("dpo"), gradient_checkpointing=cfg.model.gradient_checkpointing,
                         checkpoint_dir=partial_dir(STAGE, key) if key else None)
-    write_json(out / "metrics.json", metrics)
+    write_json(out / METRICS_FILE, metrics)
     return {"metrics": metrics}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
-from data.schema import EvalRow
+from data.schema import EVAL_FILE, EVAL_ROWS_FILE, EvalRow, METRICS_FILE, SAMPLES_FILE
 from infra.common import config_of, load_policy, progress_logger, stage_task
 from infra.runner import digests
 from infra.store import produce, state_dir, write_json
@@ -39,7 +39,7 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
 
     cfg = config_of(cfg_dict, READS, STAGE)
     model, processor = load_policy(cfg, base, chain)
-    records = read_records(Path(world["path"]) / "eval.parquet")
+    records = read_records(Path(world["path"]) / EVAL_FILE)
     if cfg.eval.max_questions:
         records = records[: cfg.eval.max_questions]
     grade = None
@@ -52,9 +52,9 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
                  lambda rows, recs: grade_rows(client, rows, recs, progress_logger("eval teacher")))
     summary, rows = evaluate_policy(model, processor, records, cfg.eval, progress_logger("eval"),
                                     grade=grade, rationales=bool(chain))
-    write_json(out / "metrics.json", summary)
-    write_records(rows, out / "scores.parquet", EvalRow)
-    write_records(rows[: cfg.eval.n_samples], out / "samples.parquet", EvalRow)
+    write_json(out / METRICS_FILE, summary)
+    write_records(rows, out / EVAL_ROWS_FILE, EvalRow)
+    write_records(rows[: cfg.eval.n_samples], out / SAMPLES_FILE, EvalRow)
     return {"metrics": {k: v for k, v in summary.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)}}
 

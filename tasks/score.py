@@ -12,7 +12,9 @@ from pathlib import Path
 
 from data.judging import judge_items
 from data.records import read_records, write_records
-from data.schema import CandidateMark, PairScore, PointScore, ReaderMark
+from data.schema import (
+    CANDIDATES_FILE, CandidateMark, MARKS_FILE, PAIR_SCORES_FILE, POINT_SCORES_FILE, PairScore, PointScore, READER_FILE, ReaderMark,
+)
 from models.judge import ORACLE, Judge, open_judge
 from infra.common import config_of, progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
@@ -45,7 +47,7 @@ def score_shard(cfg: dict, judge: dict, candidates: dict, key: str, lo: int, hi:
     f.parent.mkdir(parents=True, exist_ok=True)
     if not f.is_file():
         c = config_of(cfg, READS, STAGE)
-        items = judge_items(read_records(Path(candidates["path"]) / "candidates.parquet"))[lo:hi]
+        items = judge_items(read_records(Path(candidates["path"]) / CANDIDATES_FILE))[lo:hi]
         pairs, _, _ = judge_for(c.scorer, judge, c.model.device, c.seed).verdicts(items, progress_logger(f"score {lo}-{hi}"))
         write_records(pairs, f, PairScore)
     return str(f)
@@ -53,7 +55,7 @@ def score_shard(cfg: dict, judge: dict, candidates: dict, key: str, lo: int, hi:
 
 def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: str = "") -> dict:
     cfg = config_of(cfg_dict, READS, STAGE)
-    cands = read_records(Path(candidates["path"]) / "candidates.parquet")
+    cands = read_records(Path(candidates["path"]) / CANDIDATES_FILE)
     pairs = None
     # pair judges on Ray workers, merged in item order; the claims judge's inputs are a few
     # dozen tokens and the oracle has no model, so they stay here
@@ -67,13 +69,13 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: 
     result = judge_for(cfg.scorer, judge, cfg.model.device, cfg.seed).judge(cands, progress_logger("score"),
                                          progress_logger("read"), pairs=pairs)
     if result.points is not None:
-        write_records(result.points, out / "pointwise_scores.parquet", PointScore)
+        write_records(result.points, out / POINT_SCORES_FILE, PointScore)
     if result.pairs is not None:
-        write_records(result.pairs, out / "pairwise_scores.parquet", PairScore)
+        write_records(result.pairs, out / PAIR_SCORES_FILE, PairScore)
     if result.marks is not None:
-        write_records(result.marks, out / "marks.parquet", CandidateMark)
+        write_records(result.marks, out / MARKS_FILE, CandidateMark)
     if result.reads is not None:
-        write_records(result.reads, out / "reader.parquet", ReaderMark)
+        write_records(result.reads, out / READER_FILE, ReaderMark)
     return result.diagnostics
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records
+from data.schema import EVAL_FILE, METRICS_FILE, SCORER_FILE
 from infra.common import config_of, progress_logger, stage_task
 from infra.store import produce, write_json
 
@@ -21,15 +22,15 @@ def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = 
     model, tokenizer = new_tiny_judge(cfg, base["path"])  # shares the world's tokenizer (the base model's)
     if cfg.scorer.mode == "claims":
         return build_checker(cfg, model, tokenizer, world, out)
-    train = training_records(cfg, read_records(Path(world["path"]) / "scorer.parquet"))
+    train = training_records(cfg, read_records(Path(world["path"]) / SCORER_FILE))
     # agreement with the labels on held-out (eval split) perturbation candidates: the exact
     # scorer's on the built-in world, the by-construction ones on data without facts
     n = cfg.scorer.n_heldout
-    ev = read_records(Path(world["path"]) / "eval.parquet")[:n]
+    ev = read_records(Path(world["path"]) / EVAL_FILE)[:n]
     items = perturb.candidate_items if perturb_text.has_facts(ev) else perturb_text.candidate_items
     held = items(ev, cfg.seed) if n else []
     metrics = train_and_save(model, tokenizer, cfg, train, held, out / "judge", progress_logger("scorer"))
-    write_json(out / "metrics.json", metrics)
+    write_json(out / METRICS_FILE, metrics)
     return {"metrics": metrics}
 
 
@@ -39,7 +40,7 @@ def build_checker(cfg, model, tokenizer, world: dict, out: Path) -> dict:
     from data.claims import claim_records
     from models.claims import checker_accuracy, save_checker, train_checker
 
-    recs = read_records(Path(world["path"]) / "scorer.parquet")[: cfg.scorer.n_train_items]
+    recs = read_records(Path(world["path"]) / SCORER_FILE)[: cfg.scorer.n_train_items]
     if not all(r.get("facts") for r in recs):
         raise ValueError("scorer.model=train with scorer.mode=claims labels claims from scene facts, which "
                          "this world has not: give a trained checker (scorer.model=<folder or hub id>)")
@@ -49,12 +50,12 @@ def build_checker(cfg, model, tokenizer, world: dict, out: Path) -> dict:
                             learning_rate=cfg.scorer.learning_rate, batch_size=cfg.scorer.train_batch_size,
                             max_length=cfg.scorer.max_length, lm_loss_weight=cfg.scorer.lm_loss_weight,
                             seed=cfg.seed, progress=progress_logger("scorer"), select=select)
-    held = read_records(Path(world["path"]) / "eval.parquet")[: cfg.scorer.n_heldout]
+    held = read_records(Path(world["path"]) / EVAL_FILE)[: cfg.scorer.n_heldout]
     if held:
         metrics.update(checker_accuracy(model, tokenizer, claim_records(held, cfg.seed), cfg.scorer.max_length,
                                         select=select))
     save_checker(model, tokenizer, out / "judge", cfg.scorer.max_length, cfg.scorer.evidence, "shapes")
-    write_json(out / "metrics.json", metrics)
+    write_json(out / METRICS_FILE, metrics)
     return {"metrics": metrics}
 
 

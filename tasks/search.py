@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
-from data.schema import Candidate, Greedy
+from data.schema import CANDIDATES_FILE, Candidate, GREEDY_FILE, Greedy, POOL_FILE
 from infra.common import config_of, load_policy, log, progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
 from infra.store import drop_partial, produce, shard_file, sharded
@@ -30,7 +30,7 @@ def _prompts(cfg, world: dict, iteration: int) -> tuple[list[dict], list[dict]]:
     """Iteration t's pool rows and the search items made from them."""
     from data.records import as_image
 
-    pool = read_records(Path(world["path"]) / "pool.parquet")
+    pool = read_records(Path(world["path"]) / POOL_FILE)
     lo, hi = pool_slice(len(pool), cfg.iterate.prompts_per_iteration, iteration)
     rows = [pool[i % len(pool)] for i in range(lo, hi)]
     items = [{"prompt_id": r["id"], "image": as_image(r["image"], r["id"]), "question": r["question"],
@@ -91,7 +91,7 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
                  facts=src.get("facts"), family=src.get("family"))
         if options:
             c["choices"] = list(src["choices"]) if src.get("choices") is not None else None
-    n = write_records(cands, out / "candidates.parquet", Candidate)
+    n = write_records(cands, out / CANDIDATES_FILE, Candidate)
     return {"n_candidates": n, "n_prompts": len(rows), "headroom": _headroom(cfg, policy, base, chain, rows,
                                                                               items, cands, out)}
 
@@ -109,7 +109,7 @@ def _headroom(cfg, policy: list, base: dict, chain: list[dict], rows: list[dict]
     s = cfg.search
     texts = generate_greedy(model, processor, [it["image"] for it in items], [it["question"] for it in items],
                             max_new_tokens=s.max_sentences * s.max_sentence_tokens, batch_size=s.batch_size)
-    write_records([{"prompt_id": it["prompt_id"], "text": t} for it, t in zip(items, texts)], out / "greedy.parquet", Greedy)
+    write_records([{"prompt_id": it["prompt_id"], "text": t} for it, t in zip(items, texts)], out / GREEDY_FILE, Greedy)
     metrics = headroom(cands, {it["prompt_id"]: t for it, t in zip(items, texts)}, {r["id"]: r for r in rows})
     say = log()
     say("[search] headroom " + " ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items()))

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from data.records import read_records, write_records
+from data.schema import METRICS_FILE, RATIONALE_FILE, TEACHER_DROPPED_FILE, TEACHER_RATIONALES_FILE
 from infra.common import config_of, load_policy, log, progress_logger, stage_task
 from infra.store import drop_partial, partial_dir, produce, state_dir, write_json
 
@@ -22,7 +23,7 @@ def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "")
 
         return launch(STAGE, cfg_dict, {"base": base, "world": world}, out, log())
     model, processor = load_policy(cfg, base, [])
-    records = read_records(Path(world["path"]) / "rationale.parquet")
+    records = read_records(Path(world["path"]) / RATIONALE_FILE)
     teacher = {}
     if cfg.rationale_sft.source == "teacher":
         records, teacher = _teacher_rationales(cfg, records, out)
@@ -32,7 +33,7 @@ def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "")
         checkpoint_dir=partial_dir(STAGE, key) if key else None,
     )
     metrics.update(teacher)
-    write_json(out / "metrics.json", metrics)
+    write_json(out / METRICS_FILE, metrics)
     return {"metrics": metrics}
 
 
@@ -43,8 +44,8 @@ def _teacher_rationales(cfg, records: list[dict], out: Path) -> tuple[list[dict]
     # replies are cached in the state dir: a re-run (or a resumed crash) asks nothing twice
     client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
     kept, dropped = synthesize_rationales(client, records, progress_logger("teacher"))
-    write_records(kept, out / "teacher_rationales.parquet")
-    write_records(dropped, out / "teacher_dropped.parquet")
+    write_records(kept, out / TEACHER_RATIONALES_FILE)
+    write_records(dropped, out / TEACHER_DROPPED_FILE)
     reasons = dict(Counter(row["reason"] for row in dropped))
     log()(f"[teacher] kept {len(kept)} of {len(records)} rationales; dropped {reasons}; "
           f"{client.hits} replies from the cache, {client.misses} asked")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from data.records import write_records
-from data.schema import Example, RejectedRow
+from data.schema import Example, REJECTED_FILE, RejectedRow, SPLIT_FILES
 from data.shapes import generate
 from data.validate import DataError, Limits, check_lengths, check_share, find_leaks
 from infra.common import config_of, log, progress_logger, stage_task
@@ -31,7 +31,7 @@ READS = ("data", "model.base", "model.trust_remote_code", "rationale_sft.source"
 SPLITS = ("rationale", "pool", "eval", "scorer")
 JUDGED_SPLITS = ("pool", "eval", "scorer")  # the splits whose rows the judge reads a reference for
 TRAIN_SPLITS = ("rationale", "pool", "scorer")  # what eval rows must not appear in
-REJECTED = "rejected_rows.parquet"
+REJECTED = REJECTED_FILE
 REJECT_COLUMNS = tuple(RejectedRow.__annotations__)  # data/schema.py
 CAP_FIELDS = {"rationale": "data.n_rationale", "pool": "data.n_pool", "eval": "data.n_eval",
               "scorer": "scorer.n_train_items"}
@@ -264,7 +264,7 @@ def build_world(cfg_dict: dict, out: Path, key: str = "") -> dict:
         splits = {s: generate(s, sizes[s], d, cfg.seed) for s in SPLITS}
         rejected = []
     extra["references"] = set_references(cfg, splits)
-    counts = {s: write_records(splits[s], out / f"{s}.parquet", Example) for s in SPLITS}
+    counts = {s: write_records(splits[s], out / SPLIT_FILES[s], Example) for s in SPLITS}
     _write_rejected(rejected, out / REJECTED)
     by_split = {s: len({r["row"] for r in rejected if r["split"] == s}) for s in SPLITS}
     log()(f"[world] {counts}; rejected rows {by_split}")
