@@ -265,6 +265,63 @@ def _logprobs(recs: list[dict[str, Any]]) -> dict[int, float]:
     return {k: -math.inf if _missing(v) else float(v) for k, v in lp.items()}
 
 
+Pick = tuple[int, int, float] | str  # (chosen, rejected, weight), or why the prompt is dropped
+
+
+def _prompt_marks(recs: list[dict[str, Any]]) -> tuple[str | None, dict, dict, dict]:
+    """A prompt's normalised gold answer, and per cand_idx its normalised answer (None:
+    unparsable), the reader's `supported` and the claims judge's `factual` (None: not given)."""
+    gold = recs[0].get("gold")
+    gold = None if _missing(gold) else normalize_answer(str(gold))
+    ans = {r["cand_idx"]: None if _missing(r["answer"]) else normalize_answer(str(r["answer"])) for r in recs}
+    ans = {k: a or None for k, a in ans.items()}  # normalises to '' -> unparsable
+    sup = {r["cand_idx"]: None if _missing(r.get("supported")) else bool(r["supported"]) for r in recs}
+    fact = {r["cand_idx"]: None if _missing(r.get("factual")) else bool(r["factual"]) for r in recs}
+    return gold, ans, sup, fact
+
+
+def _pick_answer_only(ans: dict[int, str | None], parsable: list[int], gold: str | None,
+                      recs: list[dict[str, Any]]) -> Pick:
+    """The answer_only ablation: a correct and a wrong candidate, each the most likely (the
+    most likely wrong answer is the negative the policy actually produces), weight 1."""
+    lp = _logprobs(recs)
+    right = [k for k in parsable if gold is not None and ans[k] == gold]
+    wrong = [k for k in parsable if gold is not None and ans[k] != gold]
+    if not right or not wrong:
+        return "no_correct_or_no_wrong"
+    return min(right, key=lambda k: (-lp[k], k)), min(wrong, key=lambda k: (-lp[k], k)), 1.0
+
+
+def _pick_judged(ans: dict[int, str | None], parsable: list[int], s: dict[int, float],
+                 sup: dict[int, bool | None], fact: dict[int, bool | None], gold: str | None,
+                 recs: list[dict[str, Any]], cfg: CurationConfig) -> Pick:
+    """The judge's pick (see `curate`): the best eligible candidate, and the rejected by
+    cfg.rejected among those at least cfg.delta below it."""
+    eligible = parsable
+    if cfg.require_supported_chosen:
+        eligible = [k for k in parsable if sup.get(k) is not False]
+        if not eligible:
+            return "chosen_unsupported"
+    if cfg.require_factual_chosen:
+        eligible = [k for k in eligible if fact.get(k) is not False]
+        if not eligible:
+            return "chosen_not_factual"
+    chosen = min(eligible, key=lambda k: (-s[k], k))
+    rejected = min((k for k in ans if k != chosen), key=lambda k: (s[k], k))
+    below = [k for k in ans if k != chosen and s[chosen] - s[k] + _EPS >= cfg.delta]
+    if cfg.rejected == "likeliest" and below:
+        lp = _logprobs(recs)  # an unsupported one first (its rationale does not imply its answer)
+        rejected = min(below, key=lambda k: (sup.get(k) is not False, -lp[k], k))
+    elif cfg.rejected == "nearest" and below:  # the least different one that is still worse
+        rejected = min(below, key=lambda k: (-s[k], k))
+    margin = s[chosen] - s[rejected]
+    if margin + _EPS < cfg.delta:
+        return "no_margin"
+    if cfg.require_correct_chosen and gold is not None and ans[chosen] != gold:
+        return "chosen_wrong"
+    return chosen, rejected, 1.0 if cfg.weighting == "uniform" else margin
+
+
 def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
            point_rows: Rows | None = None,
            prompt_fields: Sequence[str] = PROMPT_FIELDS) -> CurationResult:
@@ -308,14 +365,7 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
         n_prompts += 1
         recs = g.sort_values("cand_idx").to_dict("records")  # native Python values: JSON-ready
         pid = recs[0]["prompt_id"]
-        gold = recs[0].get("gold")
-        gold = None if _missing(gold) else normalize_answer(str(gold))
-        ans = {r["cand_idx"]: None if _missing(r["answer"]) else normalize_answer(str(r["answer"]))
-               for r in recs}
-        ans = {k: a or None for k, a in ans.items()}  # normalises to '' -> unparsable
-        sup = {r["cand_idx"]: None if _missing(r.get("supported")) else bool(r["supported"])
-               for r in recs}
-        fact = {r["cand_idx"]: None if _missing(r.get("factual")) else bool(r["factual"]) for r in recs}
+        gold, ans, sup, fact = _prompt_marks(recs)
         if answer_only:
             s = {k: float(gold is not None and a == gold) for k, a in ans.items()}
         else:
@@ -328,45 +378,12 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
         if len(parsable) < 2:
             dropped["unparsable"] += 1
             continue
-        if answer_only:
-            # the most likely wrong answer is the negative the policy actually produces
-            lp = _logprobs(recs)
-            right = [k for k in parsable if gold is not None and ans[k] == gold]
-            wrong = [k for k in parsable if gold is not None and ans[k] != gold]
-            if not right or not wrong:
-                dropped["no_correct_or_no_wrong"] += 1
-                continue
-            chosen = min(right, key=lambda k: (-lp[k], k))
-            rejected = min(wrong, key=lambda k: (-lp[k], k))
-            weight = 1.0
-        else:
-            eligible = parsable
-            if cfg.require_supported_chosen:
-                eligible = [k for k in parsable if sup.get(k) is not False]
-                if not eligible:
-                    dropped["chosen_unsupported"] += 1
-                    continue
-            if cfg.require_factual_chosen:
-                eligible = [k for k in eligible if fact.get(k) is not False]
-                if not eligible:
-                    dropped["chosen_not_factual"] += 1
-                    continue
-            chosen = min(eligible, key=lambda k: (-s[k], k))
-            rejected = min((k for k in ans if k != chosen), key=lambda k: (s[k], k))
-            below = [k for k in ans if k != chosen and s[chosen] - s[k] + _EPS >= cfg.delta]
-            if cfg.rejected == "likeliest" and below:
-                lp = _logprobs(recs)  # an unsupported one first (its rationale does not imply its answer)
-                rejected = min(below, key=lambda k: (sup.get(k) is not False, -lp[k], k))
-            elif cfg.rejected == "nearest" and below:  # the least different one that is still worse
-                rejected = min(below, key=lambda k: (-s[k], k))
-            margin = s[chosen] - s[rejected]
-            if margin + _EPS < cfg.delta:
-                dropped["no_margin"] += 1
-                continue
-            if cfg.require_correct_chosen and gold is not None and ans[chosen] != gold:
-                dropped["chosen_wrong"] += 1
-                continue
-            weight = 1.0 if cfg.weighting == "uniform" else margin
+        picked = (_pick_answer_only(ans, parsable, gold, recs) if answer_only
+                  else _pick_judged(ans, parsable, s, sup, fact, gold, recs, cfg))
+        if isinstance(picked, str):  # a drop reason
+            dropped[picked] += 1
+            continue
+        chosen, rejected, weight = picked
         text = {r["cand_idx"]: r["text"] for r in recs}
         chosen_answers.append(ans[chosen])
         pairs.append({

@@ -35,7 +35,7 @@ from models.scorer import (
     load_judge, pair_accuracy, score_pairs, score_points,
 )
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/builtin.yaml")
     ap.add_argument("overrides", nargs="*", help="section.field=value, e.g. scorer.train_steps=3000")
@@ -64,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder that keeps the searched candidates (parquet) for a re-run")
     ap.add_argument("--perturb-share", type=float, default=0.5,
                     help="with --onpolicy: perturbation pairs kept, as a share of on-policy pairs")
-    args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return ap
+
+
+def training_data(cfg, args: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
+    """(training records, held-out items, held-out on-policy candidates) of the command line's
+    choices: perturbations of scorer-split records (a focus family, flaw pairs), and with
+    --onpolicy a policy's own candidates labelled by the exact scorer."""
     recs = generate("scorer", cfg.scorer.n_train_items, cfg.data, cfg.seed)
     if args.focus:
         recs += focus_records(cfg, *_parse_focus(args.focus, cfg))
@@ -88,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"on-policy: {len(onp)} pair rows from {len(pool)} prompts; {len(keep)} of "
               f"{len(train)} perturbation rows kept", flush=True)
         train = with_steers(onp + keep, args.steer_share, cfg.seed)
+    return train, held, onpolicy_held
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train, held, onpolicy_held = training_data(cfg, args)
     print(f"{len(train)} training records, {len(held)} held-out items; {cfg.scorer}", flush=True)
     if args.init:
         model, tokenizer = load_judge(args.init, device="cpu")
