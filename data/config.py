@@ -33,6 +33,7 @@ from data.config_data import (  # noqa: F401  (re-exported: `from data.config im
     runtime,
 )
 from data.config_text import format_error, parse_overrides, set_path, yaml_reason
+import importlib.util
 
 
 class ModelConfig(Section):
@@ -115,8 +116,6 @@ class SearchConfig(Section):
 
     @model_validator(mode="after")
     def _check_backend(self) -> "SearchConfig":
-        import importlib.util
-
         if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
             raise ValueError("search.backend='vllm' needs the vllm package, which is not installed "
                              "here: `pip install vllm` on a CUDA machine, or search.backend=transformers")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from data.perturb import agreement
-from data.scoring import score_shapes
+from data.scoring import score_shapes, parse_claims, parse_response
 from data.schema import Candidate, PairScore, PointScore
 
 
@@ -72,8 +72,6 @@ def oracle_pairs(items: Sequence[dict[str, Any]]) -> list[PairScore]:
 def oracle_marks(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The claims judge's marks (data/schema.py:CandidateMark) from the exact scorer: 1 or 0 for
     correct, consistent and factual; the oracle of scorer.mode=claims."""
-    from data.scoring import parse_claims, parse_response
-
     out = []
     for it in items:
         require_facts(it)

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from infra.launch import RESULT
+from tasks import dpo, sft
 
 
 def main(spec_path: str) -> int:
@@ -31,7 +32,6 @@ def main(spec_path: str) -> int:
         out = Path(tempfile.mkdtemp(prefix=f"src-rank{rank}-"))
         sys.stdout = open(os.devnull, "w")  # one process speaks
     os.environ.setdefault("SRC_PROGRESS", "log")
-    from tasks import dpo, sft
 
     refs = spec["refs"]
     if spec["stage"] == sft.STAGE:

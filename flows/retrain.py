@@ -36,6 +36,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from data.config import digest, stage_signature
+from infra.layout import resolve_start
+from infra.refs import base_ref
+from infra.runner import StageRunner
+from tasks import evaluate, world
+from flows.pipeline import run_pipeline
+from infra.tracking import make_tracker, require_records
 
 if TYPE_CHECKING:
     from data.config import SRCConfig
@@ -109,8 +116,6 @@ def policy_model_name(cfg: SRCConfig) -> str:
 def heldout_signature(cfg: SRCConfig) -> str:
     """What a held-out accuracy depends on besides the policy: eval set, decoding, seed.
     The base is checked separately (a champion's adapters only fit the base they grew on)."""
-    from data.config import digest, stage_signature
-
     model = {k: v for k, v in stage_signature(cfg.model).items() if k != "base"}
     return digest({"data": stage_signature(cfg.data), "eval": stage_signature(cfg.eval),
                    "model": model, "seed": cfg.seed})[:16]
@@ -160,11 +165,6 @@ def register(tracker: Tracker, name: str, source: tuple[str, str], tags: dict[st
 def _reevaluate(cfg: SRCConfig, spec: str, tracker: Tracker) -> Score:
     """Held-out accuracy of the policy at `<run id>:<t>` on the current config's held-out set
     (cached stage tasks, so a repeat costs nothing)."""
-    from infra.layout import resolve_start
-    from infra.refs import base_ref
-    from infra.runner import StageRunner
-    from tasks import evaluate, world
-
     run = StageRunner(cfg)
     base = base_ref(cfg.model.base)
     w = run(world)
@@ -207,9 +207,6 @@ def retrain_pipeline(cfg: SRCConfig, registered_model: str | None = None, tracke
     from prefect import get_run_logger
     from prefect.artifacts import create_markdown_artifact
 
-    from infra.refs import base_ref
-    from flows.pipeline import run_pipeline
-    from infra.tracking import make_tracker, require_records
 
     say = get_run_logger().info
     tracker = tracker or make_tracker(cfg.tracking)

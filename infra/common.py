@@ -23,6 +23,8 @@ from prefect import get_run_logger, task
 from data.config import ConfigError, SRCConfig
 from data.validate import DataError
 from models.teacher import TeacherUnavailable
+from infra.reads import declared
+from models.policy import build_policy
 
 # A user's mistake (bad rows, a bad config value): its message names the problem, the CLI
 # prints it as `error: ...` lines, and a traceback from Prefect would only bury it.
@@ -94,8 +96,6 @@ def stage_task(name: str, retries: int = 0) -> Callable:
 def config_of(cfg: dict, reads: Sequence[str], stage: str) -> Any:
     """The config of a task's call as the stage may read it (`reads`: the task module's
     READS): any other section or field raises `infra.reads.UndeclaredRead`."""
-    from infra.reads import declared
-
     return declared(SRCConfig.model_validate(cfg), reads, stage)
 
 
@@ -185,7 +185,5 @@ def adapter_paths(chain: list[dict]) -> list[str]:
 
 def load_policy(cfg: SRCConfig, base: dict, chain: list[dict]):
     """pi_t = base + merged chain of adapters, loaded fresh from files."""
-    from models.policy import build_policy
-
     return build_policy(base["path"], adapter_paths(chain), dtype=cfg.model.dtype,
                         device=cfg.model.device, trust_remote_code=cfg.model.trust_remote_code)

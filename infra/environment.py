@@ -15,6 +15,7 @@ import contextlib
 import os
 from collections.abc import MutableMapping
 from pathlib import Path
+from infra.store import state_path
 
 # No telemetry, and no hub: the built-in world needs none, a real model by hub id must already
 # be in the local Hugging Face cache (or these set to 0 by the user).
@@ -34,8 +35,6 @@ def prefect_defaults(state: Path) -> dict[str, str]:
 
 def defaults(state: Path | None = None) -> dict[str, str]:
     """Every default, for the state dir `state` (default: $SRC_STATE_DIR or `<project>/.src`)."""
-    from infra.store import state_path
-
     return {**QUIET, **OFFLINE, **prefect_defaults(state or state_path())}
 
 
@@ -43,8 +42,6 @@ def apply_defaults(environ: MutableMapping[str, str] | None = None,
                    state: Path | None = None) -> dict[str, str]:
     """Set each default that `environ` (default: this process's) lacks, for the state dir
     `state` (default: $SRC_STATE_DIR or `<project>/.src`, created here); returns those it set."""
-    from infra.store import state_path
-
     environ = os.environ if environ is None else environ
     state = state or state_path()
     with contextlib.suppress(OSError):  # Prefect creates its home, not the folders above it;

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from data.config import digest
 from data.schema import (
-    CANDIDATES_FILE, CANDIDATE_SCORES_FILE, MARKS_FILE, METRICS_FILE, PAIRS_FILE, PAIR_SCORES_FILE, POINT_SCORES_FILE, READER_FILE, SAMPLES_FILE,
+    CANDIDATES_FILE, CANDIDATE_SCORES_FILE, MARKS_FILE, METRICS_FILE, PAIRS_FILE, PAIR_SCORES_FILE,
+    POINT_SCORES_FILE, READER_FILE, SAMPLES_FILE,
 )
 from infra.store import produce, read_manifest
+from data.records import read_records
 
 EVAL_KEYS = ("accuracy", "consistency", "factuality", "format_rate", "mean_length")
 
@@ -90,8 +92,6 @@ def log_iteration(tracker, parent: str, t: int, refs: dict) -> dict:
 
 def _log_samples(tracker, run: str, refs: dict) -> None:
     """Small tables for the MLflow UI (no parquet download needed)."""
-    from data.records import read_records
-
     cands = read_records(Path(refs["candidates"]["path"]) / CANDIDATES_FILE)[:60]
     tracker.log_table(run, [{k: c.get(k) for k in ("prompt_id", "cand_idx", "question", "text", "answer",
                                                     "gold", "mean_logprob", "answer_confidence")}

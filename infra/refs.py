@@ -12,6 +12,8 @@ from pathlib import Path
 
 from data.config import digest
 from infra.store import file_digest
+from models.builtin import resolve_base, check_template, judge_info, judge_path, reader_path
+from models.reader import manifest
 
 
 def base_ref(name: str, field: str = "model.base") -> dict:
@@ -21,8 +23,6 @@ def base_ref(name: str, field: str = "model.base") -> dict:
         ValueError: naming `field`, for a path that is not a model folder, or (offline) a hub
             id that is not in the local cache.
     """
-    from models.builtin import resolve_base
-
     path = resolve_base(name)
     p = Path(path)
     if p.is_dir():
@@ -47,8 +47,6 @@ def judge_ref(name: str, template: str = "full", mode: str = "pairwise", evidenc
     Raises:
         ValueError: no such folder, or the judge was trained on another scorer.template.
     """
-    from models.builtin import check_template, judge_info, judge_path
-
     ref = base_ref(judge_path(name, mode), "scorer.model")
     folder = Path(ref["path"])
     info, meta = {}, {}
@@ -102,8 +100,6 @@ def reader_digest(name: str | None, world: str | None = None) -> str:
     """
     if not name or name == "distill":
         return ""
-    from models.builtin import reader_path
-    from models.reader import manifest
 
     ref = base_ref(reader_path(name), "scorer.reader")
     trained = manifest(ref["path"]).get("world") if Path(ref["path"]).is_dir() else None

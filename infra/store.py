@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 from data.config import digest
 from data.schema import METRICS_FILE, REJECTED_FILE
+from data.records import read_records, write_records
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
@@ -188,8 +189,6 @@ def sharded(stage: str, key: str, items: list, shard_size: int,
     depend on the other items of its batch (per-item random streams); the caller removes the
     folder (`drop_partial`) once the stage output is in place.
     """
-    from data.records import read_records, write_records
-
     folder = partial_dir(stage, key)
     folder.mkdir(parents=True, exist_ok=True)
     out: list[dict] = []

@@ -17,6 +17,9 @@ from typing import Any, Iterator, Protocol
 
 from data.config import ConfigError, TrackingConfig
 from infra.store import file_lock, state_dir
+import math
+import shutil
+import tempfile
 
 # Without a kind, MLflow 3's UI opens an experiment on its GenAI overview (traces, all empty
 # here); this kind opens it on the runs, where the iterations are.
@@ -173,8 +176,6 @@ class MLflowTracker:
         return run.info.run_id
 
     def log_metrics(self, run_id, metrics, step=None):
-        import math
-
         for k, v in metrics.items():
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 continue
@@ -224,9 +225,6 @@ class MLflowTracker:
         return bool(self.client.list_artifacts(run_id, path))
 
     def download_artifacts(self, run_id, path, dest):
-        import shutil
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copytree(self.client.download_artifacts(run_id, path, tmp), dest)
 

@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from data.claims import CLAIM_VERDICTS, claim_prompt, evidence, pair_verdict, rationale_claims
 from data.schema import CandidateMark, PairScore
 from data.scoring import gold_answer, parse_response
-from models.scorer import Progress, judge_pad_id, pad_left
+from models.scorer import Progress, judge_pad_id, pad_left, save_judge
+from models.reader import reader_prompt
+from models.builtin import JUDGE_INFO
 
 MAX_CLAIM_TOKENS = 96  # a claim is one sentence; a longer one is cut (its tail is noise anyway)
 
@@ -127,8 +129,6 @@ def candidate_marks(checker: Any, checker_tok: Any, reader: Any, reader_tok: Any
     """Per candidate of each judging item (data/judging.py:judge_items): `correct`,
     `consistent`, `factual` (probabilities) and `n_claims`. Each text is parsed here
     (`parse_response`), so any response can be judged, a steered one too."""
-    from models.reader import reader_prompt
-
     flat = [(it, int(k), parse_response(t, it.get("choices"))) for it in items
             for k, t in zip(it.get("cand_idx") or range(len(it["candidates"])), it["candidates"])]
     claims = [rationale_claims(p.rationale) for *_, p in flat]
@@ -243,9 +243,6 @@ def save_checker(model: Any, tokenizer: Any, out: str | Path, max_length: int, e
     """Save a checker with its `src_judge.json` (mode claims, evidence, the world it was trained
     for), which the pipeline checks against the config before any compute
     (models/builtin.py:check_template)."""
-    from models.builtin import JUDGE_INFO
-    from models.scorer import save_judge
-
     folder = save_judge(model, tokenizer, out)
     (Path(out) / JUDGE_INFO).write_text(json.dumps({"mode": "claims", "max_length": max_length, "evidence": evidence,
                                                        **({"world": world} if world else {})}, indent=1))

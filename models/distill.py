@@ -29,9 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from data.claims import balance, rationale_claims
-from data.scoring import match_choice, normalize_answer, parse_response
-from models.reader import UNCLEAR
+from data.scoring import match_choice, normalize_answer, parse_response, claim_holds, implied_answer
+from models.reader import UNCLEAR, read_answers, train_reader
 from models.teacher import TeacherClient, TeacherUnavailable, png_of, prompt_template, image_data_url
+import json
+import shutil
+from models.builtin import judge_path
+from models.scorer import load_judge
+from models.claims import check_claims, save_checker, train_checker
 
 CLAIM_TEMPLATE = "teacher_claim.txt"
 READ_TEMPLATE = "teacher_read.txt"
@@ -177,9 +182,6 @@ def grade_rows(client: TeacherClient, rows: list[dict], records: Sequence[dict],
 def load_init(name: str, device: str = "auto", lora_r: int = 0) -> tuple[Any, Any]:
     """scorer.init as a trainable LM: 'builtin' (the committed tiny judge's weights), a folder
     or a hub id; with `lora_r` > 0 wrapped in LoRA adapters (PEFT) on every linear layer."""
-    from models.builtin import judge_path
-    from models.scorer import load_judge
-
     model, tok = load_judge(judge_path(name) if name == "builtin" else name, device=device)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -200,8 +202,6 @@ def train_student_checker(cfg, claims: Sequence[dict], out: Path, world: str, pr
     """Fine-tune scorer.init on the teacher's labelled claims (balanced, soft labels) and save
     the checker to `out` (src_judge.json names `world`); returns its metrics, agreement with
     the teacher on held-out prompts' claims included."""
-    from models.claims import check_claims, save_checker, train_checker
-
     s = cfg.scorer
     train = [c for c in claims if not held_out(c["id"])]
     held = [c for c in claims if held_out(c["id"])]
@@ -229,9 +229,6 @@ def train_student_reader(cfg, reads: Sequence[dict], out: Path, world: str, prog
     """Fine-tune scorer.init on the teacher's reads (question, rationale -> implied answer) and
     save the reader to `out` with a manifest: the threshold that agrees best with the teacher's
     supported verdict on held-out prompts, and `world`."""
-    import json
-
-    from models.reader import read_answers, train_reader
 
     s = cfg.scorer
     train = [r for r in reads if not held_out(r["id"])]
@@ -259,7 +256,6 @@ def train_student_reader(cfg, reads: Sequence[dict], out: Path, world: str, prog
         metrics["distill/reader_agree_supported"] = agree[threshold]
     (Path(out) / "manifest.json").write_text(json.dumps(
         {"threshold": threshold, "world": world, "init": s.init, "metrics": metrics}, indent=1))
-    import shutil
 
     shutil.rmtree(Path(out) / "_trainer", ignore_errors=True)
     return metrics
@@ -268,8 +264,6 @@ def train_student_reader(cfg, reads: Sequence[dict], out: Path, world: str, prog
 def teacher_agreement(claims: Sequence[dict], reads: Sequence[dict], facts: dict[str, Any]) -> dict[str, float]:
     """Where the prompts have scene facts (the built-in world): how often the teacher's claim
     verdicts and reads match the exact ones (a served teacher with injected errors shows them)."""
-    from data.scoring import claim_holds, implied_answer
-
     out: dict[str, float] = {}
     cl = [c for c in claims if facts.get(c["id"])]
     if cl:

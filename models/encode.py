@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from models.chat import render_prompt
+from models.chat import render_prompt, build_messages
 
 
 def _with_side(processor: Any, side: str):
@@ -45,8 +45,6 @@ def completion_text(processor: Any, response: str) -> str:
     Derived from the chat template itself (full render minus prompt render), so it is right
     for any model family's template.
     """
-    from models.chat import build_messages
-
     q = "?"
     full = processor.apply_chat_template(build_messages(q, response), tokenize=False)
     prompt = render_prompt(processor, q)

@@ -20,14 +20,13 @@ from data.metrics import OPTIONAL, score_records, summarize
 from data.scoring import gold_answer, parse_response
 from data.schema import EvalRow, Example
 from models.generation import generate_greedy
+from data.records import as_image
 
 # (who grades, fill(rows, records)): fills each row's consistency and factuality in place
 Grader = tuple[str, Callable[[list[dict], Sequence[dict]], None]]
 
 
 def _images(records: Sequence[dict]) -> list:
-    from data.records import as_image
-
     return [as_image(r["image"], f"record {r.get('id', i)!r}") for i, r in enumerate(records)]
 
 

@@ -32,7 +32,8 @@ from data.judging import (
 )
 from data.schema import Candidate, CandidateMark, PairScore, PointScore, ReaderMark
 from data.scoring import score_shapes
-from models.scorer import Progress
+from models.scorer import Progress, load_judge, score_pairs, score_points
+from models.reader import read_candidates
 
 ORACLE = "oracle"  # scorer.model: the exact scorer of the built-in world judges
 STEER_PROMPTS = 100  # prompts probed per steer: a few seconds of judging
@@ -81,7 +82,6 @@ class Judge:
             marks = candidate_marks(self.model, self.tokenizer, *self.reader, items, cfg.max_length,
                                     cfg.batch_size, cfg.use_gold_answer, progress, cfg.evidence == "overlap")
             return marks_to_pairs(marks), None, marks
-        from models.scorer import score_pairs, score_points
 
         if cfg.mode == "pointwise":
             return None, score_points(self.model, self.tokenizer, items, cfg, progress), None
@@ -123,8 +123,6 @@ class Judge:
         return out
 
     def read(self, cands: Sequence[Candidate], progress: Progress = None) -> list[ReaderMark]:
-        from models.reader import read_candidates
-
         model, tokenizer = self.reader
         return read_candidates(model, tokenizer, cands, self.threshold, self.cfg.batch_size, progress)
 
@@ -150,8 +148,6 @@ def open_judge(cfg: ScorerConfig, where: str | None, device: str = "auto", seed:
     Raises:
         ValueError: a model or the reader cannot be loaded (the message names which and where).
     """
-    from models.scorer import load_judge
-
     model = tokenizer = reader = None
     threshold = 0.0
     if cfg.model != ORACLE:

@@ -23,6 +23,7 @@ from models.scorer import (
     Progress, PromptEncoder, build_tiny_judge, judge_pad_id, pad_left, save_judge, score_pairs,
     verdict_token_ids,
 )
+from data import perturb_text
 
 
 def new_tiny_judge(cfg: SRCConfig, tokenizer_from: str | None = None) -> tuple[torch.nn.Module, object]:
@@ -57,8 +58,6 @@ def training_records(cfg: SRCConfig, records: list[dict], flaw_pairs: int = 2) -
     Raises:
         ValueError: no record has a gold rationale to perturb.
     """
-    from data import perturb_text
-
     if perturb_text.has_facts(records):
         pairs, points = pair_records, point_records
     else:

@@ -32,6 +32,8 @@ import torch
 from data.scoring import match_choice, normalize_answer
 from data.schema import Candidate, ReaderMark
 from models.builtin import reader_path
+from models.scorer import load_judge
+from models.policy import ProgressReporter, run_trainer, trainer_defaults
 
 READER_PROMPT = "{question}\nRationale: {rationale}\nIt follows:"
 UNCLEAR = "unclear"
@@ -45,8 +47,6 @@ def reader_prompt(question: str, rationale: str) -> str:
 
 def load_reader(name_or_path: str, dtype: str = "float32", device: str = "auto") -> tuple[Any, Any]:
     """A reader model and its tokenizer ('builtin', a folder or a hub id)."""
-    from models.scorer import load_judge  # the same Auto-class loading, errors naming the path
-
     model, tok = load_judge(reader_path(name_or_path), dtype, device)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -114,7 +114,6 @@ def train_reader(model: Any, tokenizer: Any, records: Sequence[dict], out_dir: s
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from models.policy import ProgressReporter, run_trainer, trainer_defaults
 
     data = Dataset.from_list([{"prompt": reader_prompt(r["question"], r["rationale"]),
                                "completion": " " + r["implied"]} for r in records])

@@ -42,7 +42,8 @@ from data.schema import PairScore, PointScore
 from data.prompts import (
     PAIRWISE, POINTWISE, VERDICTS, clean_candidate, cut, fair_caps, format_input, template_segments,
 )
-from models.loading import weights_bar_hidden
+from models.loading import weights_bar_hidden, save_lvlm
+from data.shapes import corpus, generate
 
 Progress = Callable[[int, int], None] | None
 JUDGE_VOCAB_SIZE = 512  # world corpus + templates: every verdict word becomes one token
@@ -88,8 +89,6 @@ def judge_corpus(data_cfg: DataConfig | None = None, n_records: int = 60, seed: 
     ' Tie' = 'Ġ' + 'T' + ...), and world sentences keep their token counts. The templates are
     rendered here, so editing one means retraining the tokenizer (the base model's included).
     """
-    from data.shapes import corpus, generate
-
     data_cfg = data_cfg or DataConfig()
     recs = generate("scorer", n_records, data_cfg, seed)
     texts = corpus(data_cfg, seed=seed)
@@ -120,8 +119,6 @@ def verdict_token_ids(tokenizer: Any) -> dict[str, int]:
 
 
 def save_judge(model: Any, tokenizer: Any, path: str | os.PathLike) -> Path:
-    from models.loading import save_lvlm  # the same save_pretrained pair; a tokenizer for a processor
-
     return save_lvlm(model, tokenizer, path)
 
 

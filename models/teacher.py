@@ -33,8 +33,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from data.config import TeacherConfig
+from data.config import TeacherConfig, DataConfig
 from data.scoring import gold_answer, parse_response
+from data.shapes import generate
 
 Progress = Callable[[int, int], None] | None
 RATIONALE_TEMPLATE = "teacher_rationale.txt"
@@ -279,9 +280,6 @@ def describe_images(client: TeacherClient, records: Sequence[dict[str, Any]],
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data.config import DataConfig
-    from data.shapes import generate
-
     ap = argparse.ArgumentParser(description="Ask a teacher endpoint for rationales of shapes questions.")
     ap.add_argument("--endpoint", required=True, help="e.g. http://127.0.0.1:8000/v1")
     ap.add_argument("--model", required=True, help="model name the endpoint serves")

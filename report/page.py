@@ -33,9 +33,10 @@ from data.curation import DROP_REASONS, aggregate_pairs, curate
 from report.plots import heatmap, plot, table_cells
 from data.scoring import normalize_answer
 from data.schema import (
-    CANDIDATES_FILE, CANDIDATE_SCORES_FILE, EVAL_ROWS_FILE, METRICS_FILE, PAIRS_FILE, PAIR_SCORES_FILE, POINT_SCORES_FILE,
-    SPLIT_FILES,
+    CANDIDATES_FILE, CANDIDATE_SCORES_FILE, EVAL_ROWS_FILE, METRICS_FILE, PAIRS_FILE,
+    PAIR_SCORES_FILE, POINT_SCORES_FILE, SPLIT_FILES,
 )
+from data.headroom import LEVELS, warning
 
 HTML_FILE, METRICS_PNG = "report.html", "metrics.png"
 _CSS = """
@@ -195,8 +196,6 @@ def _prompt_block(pid: str, cands: pd.DataFrame, scores: dict[int, float], pairs
 def _headroom_block(m: dict) -> list[str]:
     """What best-of-N adds over the greedy response on this iteration's prompts
     (data/headroom.py), and the warning when that is nothing."""
-    from data.headroom import LEVELS, warning
-
     rows = [[name.replace("_", " + "), _num(100 * m[f"search/bestofn_{name}"], "{:.1f}%"),
              _num(100 * m[f"search/greedy_{name}"], "{:.1f}%")]
             for name in LEVELS if f"search/bestofn_{name}" in m]

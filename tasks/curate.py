@@ -6,10 +6,13 @@ from pathlib import Path
 
 from data.records import read_records, write_records
 from data.schema import (
-    CANDIDATES_FILE, CANDIDATE_SCORES_FILE, CandidateScore, MARKS_FILE, METRICS_FILE, PAIRS_FILE, PAIR_SCORES_FILE, POINT_SCORES_FILE, PreferencePair, READER_FILE,
+    CANDIDATES_FILE, CANDIDATE_SCORES_FILE, CandidateScore, MARKS_FILE, METRICS_FILE, PAIRS_FILE,
+    PAIR_SCORES_FILE, POINT_SCORES_FILE, PreferencePair, READER_FILE,
 )
 from infra.common import config_of, log, stage_task
 from infra.store import produce, write_json
+from data.curation import curate
+from data.claims import WEIGHTS, decided_by
 
 # 2: the reader's `supported` joined from the score stage
 # 3: scorer.mode=claims: each pair says which mark decided it (`decided_by`); its factual mark
@@ -19,8 +22,6 @@ READS = ("curation",)  # the config this stage reads: its cache key hashes exact
 
 
 def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path, key: str = "") -> dict:
-    from data.curation import curate
-
     cfg = config_of(cfg_dict, READS, STAGE)
     cands = read_records(Path(candidates["path"]) / CANDIDATES_FILE)
     reader_file = Path(scores["path"]) / READER_FILE
@@ -55,8 +56,6 @@ def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path, key: 
 
 def add_decisions(pairs: list[dict], marks: list[dict]) -> dict[str, float]:
     """Sets each pair's `decided_by` (data/claims.py) and counts them: `curate/decided_by/<mark>`."""
-    from data.claims import WEIGHTS, decided_by
-
     at = {(m["prompt_id"], int(m["cand_idx"])): m for m in marks}
     for p in pairs:
         p["decided_by"] = decided_by(at[(p["prompt_id"], p["chosen_idx"])], at[(p["prompt_id"], p["rejected_idx"])])

@@ -16,18 +16,17 @@ from data.records import read_records, write_records
 from data.schema import CANDIDATES_FILE, METRICS_FILE, POOL_FILE, TEACHER_CLAIMS_FILE, TEACHER_READS_FILE
 from infra.common import config_of, log, progress_logger, stage_task
 from infra.store import produce, state_dir, write_json
+from models.distill import (
+    ask_claims, ask_reads, claim_rows, read_rows, sample_prompts, teacher_agreement,
+    train_student_checker, train_student_reader,
+)
+from models.teacher import TeacherClient
 
 STAGE, VERSION = "distil", 1
 READS = ("scorer", "teacher", "model.device", "data.world")  # the config this stage reads (infra/reads.py)
 
 
 def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path, key: str = "") -> dict:
-    from models.distill import (
-        ask_claims, ask_reads, claim_rows, read_rows, sample_prompts, teacher_agreement, train_student_checker,
-        train_student_reader,
-    )
-    from models.teacher import TeacherClient
-
     cfg = config_of(cfg_dict, READS, STAGE)
     say = log()
     cands = sample_prompts(read_records(Path(candidates["path"]) / CANDIDATES_FILE),

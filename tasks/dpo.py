@@ -8,6 +8,7 @@ from data.records import read_records
 from data.schema import METRICS_FILE, PAIRS_FILE, POOL_FILE
 from infra.common import config_of, load_policy, log, progress_logger, stage_task
 from infra.store import drop_partial, partial_dir, produce, write_json
+from models.dpo import train_dpo
 
 STAGE, VERSION = "dpo", 1
 READS = ("dpo", "model")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
@@ -15,8 +16,6 @@ READS = ("dpo", "model")  # the config this stage reads: its cache key hashes ex
 
 def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world: dict,
               out: Path, key: str = "") -> dict:
-    from models.dpo import train_dpo
-
     cfg = config_of(cfg_dict, READS, STAGE)
     if cfg.runtime.launcher == "accelerate":  # every process runs this function (infra/launch.py)
         from infra.launch import launch

@@ -15,6 +15,7 @@ from data.schema import EVAL_FILE, EVAL_ROWS_FILE, EvalRow, METRICS_FILE, SAMPLE
 from infra.common import config_of, load_policy, progress_logger, stage_task
 from infra.runner import digests
 from infra.store import produce, state_dir, write_json
+from models.evaluate import evaluate_policy
 
 # 2: short answers (the base) report consistency/factuality as n/a; data without facts is
 #    judged by the R-Scorer (or reported as not measured)
@@ -35,8 +36,6 @@ def grader(cfg) -> str:
 
 
 def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: Path, key: str = "") -> dict:
-    from models.evaluate import evaluate_policy
-
     cfg = config_of(cfg_dict, READS, STAGE)
     model, processor = load_policy(cfg, base, chain)
     records = read_records(Path(world["path"]) / EVAL_FILE)

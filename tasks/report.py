@@ -10,6 +10,7 @@ from pathlib import Path
 
 from infra.common import config_of, stage_task
 from infra.store import produce
+from report.page import IterationOutputs, build_report
 
 # 2: the facts table has no empty header row; 3: the headroom table per iteration
 STAGE, VERSION = "report", 3
@@ -22,8 +23,6 @@ def _dir(ref: dict | None) -> Path | None:
 
 def build_report_files(cfg_dict: dict, world: dict, base_eval: dict, iterations: list[dict],
                        base_metrics: dict, facts: dict, out: Path, key: str = "") -> dict:
-    from report.page import IterationOutputs, build_report
-
     cfg = config_of(cfg_dict, READS, STAGE)
     its = [IterationOutputs(it["iteration"], it["metrics"], Path(it["eval"]["path"]), _dir(it.get("candidates")),
                             _dir(it.get("scores")), _dir(it.get("pairs")))

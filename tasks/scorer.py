@@ -9,15 +9,16 @@ from data.records import read_records
 from data.schema import EVAL_FILE, METRICS_FILE, SCORER_FILE
 from infra.common import config_of, progress_logger, stage_task
 from infra.store import produce, write_json
+from data import perturb, perturb_text
+from models.judge_training import new_tiny_judge, train_and_save, training_records
+from data.claims import claim_records
+from models.claims import checker_accuracy, save_checker, train_checker
 
 STAGE, VERSION = "scorer", 3  # 3: scorer.mode=claims trains a claim checker
 READS = ("scorer", "model.base")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
 def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "") -> dict:
-    from data import perturb, perturb_text
-    from models.judge_training import new_tiny_judge, train_and_save, training_records
-
     cfg = config_of(cfg_dict, READS, STAGE)
     model, tokenizer = new_tiny_judge(cfg, base["path"])  # shares the world's tokenizer (the base model's)
     if cfg.scorer.mode == "claims":
@@ -37,9 +38,6 @@ def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = 
 def build_checker(cfg, model, tokenizer, world: dict, out: Path) -> dict:
     """A claim checker trained on the scorer split's labelled claims (data/claims.py), measured
     on the eval split's; it needs scene facts to label claims (the built-in world)."""
-    from data.claims import claim_records
-    from models.claims import checker_accuracy, save_checker, train_checker
-
     recs = read_records(Path(world["path"]) / SCORER_FILE)[: cfg.scorer.n_train_items]
     if not all(r.get("facts") for r in recs):
         raise ValueError("scorer.model=train with scorer.mode=claims labels claims from scene facts, which "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.records import read_records, write_records
+from data.records import read_records, write_records, as_image
 from data.schema import CANDIDATES_FILE, Candidate, GREEDY_FILE, Greedy, POOL_FILE
 from infra.common import config_of, load_policy, log, progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
 from infra.store import drop_partial, produce, shard_file, sharded
+from models.search import search_candidates
+from data.headroom import headroom, warning
+from models.generation import generate_greedy
 
 # 2: the greedy responses to the same prompts (greedy.parquet) and the headroom metrics
 STAGE, VERSION = "search", 2
@@ -28,8 +31,6 @@ def search_seed(cfg, iteration: int) -> int:
 
 def _prompts(cfg, world: dict, iteration: int) -> tuple[list[dict], list[dict]]:
     """Iteration t's pool rows and the search items made from them."""
-    from data.records import as_image
-
     pool = read_records(Path(world["path"]) / POOL_FILE)
     lo, hi = pool_slice(len(pool), cfg.iterate.prompts_per_iteration, iteration)
     rows = [pool[i % len(pool)] for i in range(lo, hi)]
@@ -44,8 +45,6 @@ def search_shard(cfg: dict, base: dict, chain: list[dict], world: dict, iteratio
                  lo: int, hi: int) -> str:
     """Items [lo, hi) of iteration t's search, on a Ray worker (infra/distributed.py): its own
     policy replica; the records go to the stage's shard checkpoint, which the merge reads."""
-    from models.search import search_candidates
-
     f = shard_file(STAGE, key, lo, hi)
     f.parent.mkdir(parents=True, exist_ok=True)
     if not f.is_file():  # a retried or resumed shard that finished is not searched again
@@ -59,8 +58,6 @@ def search_shard(cfg: dict, base: dict, chain: list[dict], world: dict, iteratio
 
 def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, iteration: int,
                  out: Path, key: str = "") -> dict:
-    from models.search import search_candidates
-
     cfg = config_of(cfg_dict, READS, STAGE)
     rows, items = _prompts(cfg, world, iteration)
     seed = search_seed(cfg, iteration)
@@ -100,9 +97,6 @@ def _headroom(cfg, policy: list, base: dict, chain: list[dict], rows: list[dict]
               cands: list[dict], out: Path) -> dict[str, float]:
     """The policy's greedy response to each prompt (greedy.parquet) and what best-of-N adds
     over it (data/headroom.py), logged with a warning when that is nothing."""
-    from data.headroom import headroom, warning
-    from models.generation import generate_greedy
-
     if not policy:
         policy.append(load_policy(cfg, base, chain))
     model, processor = policy[0]

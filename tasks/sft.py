@@ -9,14 +9,14 @@ from data.records import read_records, write_records
 from data.schema import METRICS_FILE, RATIONALE_FILE, TEACHER_DROPPED_FILE, TEACHER_RATIONALES_FILE
 from infra.common import config_of, load_policy, log, progress_logger, stage_task
 from infra.store import drop_partial, partial_dir, produce, state_dir, write_json
+from models.sft import train_rationale_sft
+from models.teacher import TeacherClient, synthesize_rationales
 
 STAGE, VERSION = "rationale_sft", 1
 READS = ("rationale_sft", "model", "teacher")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
 def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "") -> dict:
-    from models.sft import train_rationale_sft
-
     cfg = config_of(cfg_dict, READS, STAGE)
     if cfg.runtime.launcher == "accelerate":  # every process runs this function (infra/launch.py)
         from infra.launch import launch
@@ -39,8 +39,6 @@ def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "")
 
 def _teacher_rationales(cfg, records: list[dict], out: Path) -> tuple[list[dict], dict]:
     """Rationale source (b): the teacher writes them; kept and dropped rows are both saved."""
-    from models.teacher import TeacherClient, synthesize_rationales
-
     # replies are cached in the state dir: a re-run (or a resumed crash) asks nothing twice
     client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
     kept, dropped = synthesize_rationales(client, records, progress_logger("teacher"))

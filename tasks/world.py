@@ -21,7 +21,12 @@ from data.schema import Example, REJECTED_FILE, RejectedRow, SPLIT_FILES
 from data.shapes import generate
 from data.validate import DataError, Limits, check_lengths, check_share, find_leaks
 from infra.common import config_of, log, progress_logger, stage_task
-from infra.store import state_dir
+from infra.store import state_dir, produce
+from models.builtin import resolve_base
+from data.files import source_digest
+from data.hf import FILE_SPLIT, load_hf_split, single_file
+from models.chat import render_prompt
+from models.loading import load_processor
 
 # 2: multiple-choice rows list their options in the question, gold as the option text
 # 3: scorer.reference: the dataset's, the teacher's description of each image, or none
@@ -46,8 +51,6 @@ def model_digest(name: str) -> str:
     """What the length check depends on: a local model folder by its config, tokenizer,
     processor and chat template files (not its weights: retraining keeps the world), a hub id
     by name."""
-    from models.builtin import resolve_base
-
     p = Path(resolve_base(name)).expanduser()
     if not p.is_dir():
         return f"hub:{name}"
@@ -62,8 +65,6 @@ def source_files(cfg_dict: dict) -> dict[str, str]:
     """The input digest of the world stage: the tables and image folder of data.world=files,
     the dataset of data.world=hf, and for both the base model's tokenizer and config (rows too
     long for it are rejected). The shapes world has none."""
-    from data.files import source_digest
-
     cfg = config_of(cfg_dict, READS, STAGE)
     if cfg.data.world == "hf":  # a local file or folder by content or listing; a hub id by name
         h = cfg.data.hf
@@ -101,7 +102,6 @@ def _split_sources(cfg) -> dict[str, tuple[str, str, Callable[..., tuple]]]:
                                                      f.append_choices), 0)
         paths = {s: getattr(f, s) or (f.rationale if s == "scorer" else None) for s in SPLITS}
         return {s: (f"data.files.{s} ({path})", str(Path(path)), table(s, path)) for s, path in paths.items()}
-    from data.hf import FILE_SPLIT, load_hf_split, single_file
 
     h = d.hf
     caps = {"rationale": d.n_rationale, "pool": d.n_pool, "eval": d.n_eval}
@@ -132,9 +132,6 @@ def token_counter(cfg) -> Counter | None:
     from PIL import Image
     from transformers import AutoConfig
 
-    from models.builtin import resolve_base
-    from models.chat import render_prompt
-    from models.loading import load_processor
 
     source = resolve_base(cfg.model.base)
     common = {"trust_remote_code": cfg.model.trust_remote_code}
@@ -273,8 +270,6 @@ def build_world(cfg_dict: dict, out: Path, key: str = "") -> dict:
 
 @stage_task("world")
 def world_task(key: str, cfg: dict) -> dict:
-    from infra.store import produce
-
     return produce(STAGE, key, lambda out: build_world(cfg, out, key))
 
 
