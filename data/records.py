@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 from PIL import Image
+from data.schema import column_problem
 
 
 def write_records(rows: Sequence[dict], path: str | Path, kind: type | None = None) -> int:
@@ -26,8 +27,6 @@ def write_records(rows: Sequence[dict], path: str | Path, kind: type | None = No
     """
     path = Path(path)
     if kind is not None:
-        from data.schema import column_problem
-
         first: dict[frozenset, int] = {}  # each distinct set of columns, at its first row
         for i, row in enumerate(rows):
             first.setdefault(frozenset(row), i)

@@ -33,7 +33,8 @@ from data.judging import (
 from data.schema import Candidate, CandidateMark, PairScore, PointScore, ReaderMark
 from data.scoring import score_shapes
 from models.scorer import Progress, load_judge, score_pairs, score_points
-from models.reader import read_candidates
+from models.reader import read_candidates, load_reader, reader_threshold, agreement
+from models.claims import marks_to_pairs, candidate_marks
 
 ORACLE = "oracle"  # scorer.model: the exact scorer of the built-in world judges
 STEER_PROMPTS = 100  # prompts probed per steer: a few seconds of judging
@@ -68,15 +69,12 @@ class Judge:
         """(pair rows, pointwise rows, marks) of the items; the ones the mode does not give are None."""
         cfg = self.cfg
         if self.oracle and cfg.mode == "claims":  # exact marks, worked out like the judge's
-            from models.claims import marks_to_pairs
 
             marks = oracle_marks(items)
             return marks_to_pairs(marks), None, marks
         if self.oracle:
             return (None, oracle_points(items), None) if cfg.mode == "pointwise" else (oracle_pairs(items), None, None)
         if cfg.mode == "claims":
-            from models.claims import candidate_marks, marks_to_pairs
-
             if self.reader is None:
                 raise ValueError("scorer.mode=claims needs scorer.reader")
             marks = candidate_marks(self.model, self.tokenizer, *self.reader, items, cfg.max_length,
@@ -115,8 +113,6 @@ class Judge:
             d["reader/supported_share"] = sum(said) / len(said) if said else None
             d["reader/threshold"] = self.threshold
             if facts:
-                from models.reader import agreement
-
                 ex = [score_shapes(c["text"], c["facts"], str(c["gold"])) for c in cands]
                 d.update(agreement(out.reads, [e.consistent if e.parsable else None for e in ex],
                                    [e.correct for e in ex]))
@@ -153,8 +149,6 @@ def open_judge(cfg: ScorerConfig, where: str | None, device: str = "auto", seed:
     if cfg.model != ORACLE:
         model, tokenizer = load_judge(str(where), device=device)
     if cfg.reader:
-        from models.reader import load_reader, reader_threshold
-
         name = reader_at or cfg.reader
         if name == "distill":
             raise ValueError("scorer.reader=distill: the reader is distilled with the judge (scorer.model=distill)")

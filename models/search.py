@@ -34,6 +34,7 @@ from models.confidence import answer_confidence, completion_logprobs, confidence
 from models.encode import encode_prompts
 from models.generation import model_device
 from models.search_cache import CachedRows, draw
+from models.search_vllm import vllm_search
 
 __all__ = ["Beam", "HFRows", "Progress", "Row", "RowSampler", "normalize_text", "search_candidates"]
 
@@ -173,7 +174,6 @@ def search_candidates(
     model.eval()
     try:
         if cfg.backend == "vllm":  # an engine of its own on the GPU, freed before scoring below
-            from models.search_vllm import vllm_search
 
             found = vllm_search(model, processor, items, cfg, seed, progress)
         else:

@@ -9,6 +9,7 @@ from data.schema import METRICS_FILE, PAIRS_FILE, POOL_FILE
 from infra.common import config_of, load_policy, log, progress_logger, stage_task
 from infra.store import drop_partial, partial_dir, produce, write_json
 from models.dpo import train_dpo
+from infra.launch import launch
 
 STAGE, VERSION = "dpo", 1
 READS = ("dpo", "model")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
@@ -18,7 +19,6 @@ def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world:
               out: Path, key: str = "") -> dict:
     cfg = config_of(cfg_dict, READS, STAGE)
     if cfg.runtime.launcher == "accelerate":  # every process runs this function (infra/launch.py)
-        from infra.launch import launch
 
         return launch(STAGE, cfg_dict, {"base": base, "chain": chain, "pairs": pairs, "world": world}, out, log())
     model, processor = load_policy(cfg, base, chain)

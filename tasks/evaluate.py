@@ -16,6 +16,8 @@ from infra.common import config_of, load_policy, progress_logger, stage_task
 from infra.runner import digests
 from infra.store import produce, state_dir, write_json
 from models.evaluate import evaluate_policy
+from models.distill import grade_rows
+from models.teacher import TeacherClient
 
 # 2: short answers (the base) report consistency/factuality as n/a; data without facts is
 #    judged by the R-Scorer (or reported as not measured)
@@ -43,9 +45,6 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
         records = records[: cfg.eval.max_questions]
     grade = None
     if bool(chain) and grader(cfg) == "teacher" and not all(r.get("facts") for r in records):
-        from models.distill import grade_rows
-        from models.teacher import TeacherClient
-
         client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
         grade = (f"teacher {cfg.teacher.model}",
                  lambda rows, recs: grade_rows(client, rows, recs, progress_logger("eval teacher")))

@@ -20,6 +20,7 @@ from infra.common import config_of, progress_logger, stage_task  # before prefec
 from prefect import task  # noqa: I001
 from infra.refs import reader_digest
 from infra.store import drop_partial, produce, shard_file
+from infra.distributed import map_shards, shard_bounds
 
 # 2: slot bias and same-answer agreement in the meta; template markers in candidates neutralised
 # 3: steering probes in the meta (filler, a copied verdict line, padding; built-in world)
@@ -60,8 +61,6 @@ def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: 
     # pair judges on Ray workers, merged in item order; the claims judge's inputs are a few
     # dozen tokens and the oracle has no model, so they stay here
     if key and cfg.runtime.ray_address and cfg.scorer.model != ORACLE and cfg.scorer.mode == "pairwise":
-        from infra.distributed import map_shards, shard_bounds
-
         _, bounds = shard_bounds(len(judge_items(cands)), cfg.runtime.ray_workers)
         parts = map_shards(cfg, score_shard, [dict(cfg=cfg_dict, judge=judge, candidates=candidates, key=key,
                                                    lo=lo, hi=hi) for lo, hi in bounds], "score")

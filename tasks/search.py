@@ -12,6 +12,7 @@ from infra.store import drop_partial, produce, shard_file, sharded
 from models.search import search_candidates
 from data.headroom import headroom, warning
 from models.generation import generate_greedy
+from infra.distributed import map_shards, shard_bounds
 
 # 2: the greedy responses to the same prompts (greedy.parquet) and the headroom metrics
 STAGE, VERSION = "search", 2
@@ -63,7 +64,6 @@ def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, ite
     seed = search_seed(cfg, iteration)
     shard_size = cfg.search.shard_size
     if key and cfg.runtime.ray_address:  # the shards on Ray workers; merged below, as checkpoints
-        from infra.distributed import map_shards, shard_bounds
 
         shard_size, bounds = shard_bounds(len(items), cfg.runtime.ray_workers)
         map_shards(cfg, search_shard, [dict(cfg=cfg_dict, base=base, chain=chain, world=world, iteration=iteration,

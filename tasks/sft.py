@@ -11,6 +11,7 @@ from infra.common import config_of, load_policy, log, progress_logger, stage_tas
 from infra.store import drop_partial, partial_dir, produce, state_dir, write_json
 from models.sft import train_rationale_sft
 from models.teacher import TeacherClient, synthesize_rationales
+from infra.launch import launch
 
 STAGE, VERSION = "rationale_sft", 1
 READS = ("rationale_sft", "model", "teacher")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
@@ -19,7 +20,6 @@ READS = ("rationale_sft", "model", "teacher")  # the config this stage reads: it
 def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "") -> dict:
     cfg = config_of(cfg_dict, READS, STAGE)
     if cfg.runtime.launcher == "accelerate":  # every process runs this function (infra/launch.py)
-        from infra.launch import launch
 
         return launch(STAGE, cfg_dict, {"base": base, "world": world}, out, log())
     model, processor = load_policy(cfg, base, [])

@@ -23,10 +23,12 @@ from data.validate import DataError, Limits, check_lengths, check_share, find_le
 from infra.common import config_of, log, progress_logger, stage_task
 from infra.store import state_dir, produce
 from models.builtin import resolve_base
-from data.files import source_digest
+from data.files import source_digest, load_split
 from data.hf import FILE_SPLIT, load_hf_split, single_file
 from models.chat import render_prompt
 from models.loading import load_processor
+from models.distill import MAX_FAILED
+from models.teacher import TeacherClient, TeacherUnavailable, describe_images
 
 # 2: multiple-choice rows list their options in the question, gold as the option text
 # 3: scorer.reference: the dataset's, the teacher's description of each image, or none
@@ -95,8 +97,6 @@ def _split_sources(cfg) -> dict[str, tuple[str, str, Callable[..., tuple]]]:
     loader(need_rationale, limits) -> (records, rejected, rows read, skipped))."""
     d, f = cfg.data, cfg.data.files
     if d.world == "files":
-        from data.files import load_split
-
         def table(s: str, path: str) -> Callable[..., tuple]:
             return lambda need, limits: (*load_split(path, s, f.columns, f.image_dir, need, limits,
                                                      f.append_choices), 0)
@@ -224,9 +224,6 @@ def set_references(cfg, splits: dict[str, list[dict]]) -> dict[str, int]:
             for r in splits[s]:
                 r["reference"] = None
     elif how == "teacher":
-        from models.distill import MAX_FAILED
-        from models.teacher import TeacherClient, TeacherUnavailable, describe_images
-
         client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
         rows = [r for s in JUDGED_SPLITS for r in splits[s]]
         said, dropped = describe_images(client, rows, progress_logger("teacher describe"))

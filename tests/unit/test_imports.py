@@ -105,6 +105,38 @@ def test_the_layer_order_is_the_one_the_architecture_page_states():
     assert [s for s in stated if s in LAYERS] == list(LAYERS)
 
 
+# third-party modules a pipeline function imports when it runs, not at module top, and why:
+# optional extras (a machine without them still runs everything else) or seconds of import
+# time that only some commands pay
+LAZY = {
+    "vllm": "optional, CUDA only (search.backend=vllm)", "prefect_ray": "optional, Ray clusters",
+    "mlflow": "~2 s; only a tracked run", "matplotlib": "only the report draws",
+    "transformers": "~3 s; only stages that load a model", "trl": "~4 s; only training",
+    "peft": "only LoRA", "datasets": "~1 s; only training and hub data", "torch": "~1 s; the CLI without a model",
+    "huggingface_hub": "only a hub id offline", "PIL": "only images", "numpy": "only plots",
+    "pandas": "only tables", "tqdm": "only a terminal's progress bar", "prefect": "retraining's run logger",
+}
+
+
+def test_the_pipeline_imports_its_own_modules_at_the_top():
+    """Every dependency between project modules is visible in the import block; what a function
+    imports lazily is third-party and named in LAZY."""
+    known, bad = modules(), []
+    for m, f in known.items():
+        if not m.startswith(PIPELINE):
+            continue
+        for fn in ast.walk(ast.parse(f.read_text(), str(f))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+                    name = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                    top = name.split(".")[0]
+                    if top in PACKAGES or top not in LAZY:
+                        bad.append(f"{m}:{node.lineno} imports {name} inside {fn.name}")
+    assert bad == []
+
+
 def test_the_pipeline_never_imports_the_command_line_or_a_tool():
     bad = [(a, b) for a, targets in graph().items() if a.startswith(PIPELINE)
            for b in targets if b.startswith(("cli", "tools"))]
