@@ -11,6 +11,8 @@ references `{"path", "digest", ...}` to earlier outputs; never models or dataset
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import sys
@@ -93,10 +95,16 @@ def stage_task(name: str, retries: int = 0) -> Callable:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _validated(blob: str) -> SRCConfig:
+    return SRCConfig.model_validate(json.loads(blob))
+
+
 def config_of(cfg: dict, reads: Sequence[str], stage: str) -> Any:
     """The config of a task's call as the stage may read it (`reads`: the task module's
-    READS): any other section or field raises `infra.reads.UndeclaredRead`."""
-    return declared(SRCConfig.model_validate(cfg), reads, stage)
+    READS): any other section or field raises `infra.reads.UndeclaredRead`. A run's config is
+    validated once per process, not at every stage call (stages only read it)."""
+    return declared(_validated(json.dumps(cfg, sort_keys=True)), reads, stage)
 
 
 def log() -> Callable[[str], None]:
