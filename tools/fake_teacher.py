@@ -35,6 +35,7 @@ from importlib import resources
 from typing import Any
 
 from data.scoring import claim_holds, implied_answer
+from tools.serve import JSONHandler
 
 NAME = "fake-teacher"
 
@@ -130,14 +131,9 @@ class FakeTeacher:
 
 
 def make_handler(teacher: FakeTeacher) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def _send(self, status: int, obj: dict) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(status, obj)
 
         def do_GET(self) -> None:  # noqa: N802 - the http.server hook
             if self.path.rstrip("/").endswith("/models"):

@@ -85,15 +85,22 @@ class ChatModel:
         return tok.decode(gen[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
+class JSONHandler(BaseHTTPRequestHandler):
+    """A request handler that answers in JSON (this server's and tools/fake_teacher.py's)."""
+
+    def send_json(self, code: int, obj: dict[str, Any]) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 def make_handler(chat: ChatModel) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JSONHandler):
         def _send(self, code: int, obj: dict[str, Any]) -> None:
-            body = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(code, obj)
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.rstrip("/") == "/v1/models":
