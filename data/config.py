@@ -165,6 +165,9 @@ class ScorerConfig(Section):
     lora_r: int = Field(0, ge=0, description="distillation: LoRA rank on scorer.init (merged when saved); "
                         "0 = fine-tune every weight (the tiny judge)")
     reader_train_steps: int = Field(600, ge=1, description="scorer.reader=distill: reader SFT steps")
+    distill_rationale_claims: int = Field(1000, ge=0, description="distillation: records of the scorer split "
+                                          "whose gold rationale's sentences the teacher also checks (true "
+                                          "claims the policy rarely writes); 0 = none")
     distill_prompts: int = Field(0, ge=0, description="distillation: prompts of the first iteration's "
                                  "candidates sent to the teacher; 0 = all")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.records import read_records, write_records
-from data.schema import CANDIDATES_FILE, METRICS_FILE, POOL_FILE, TEACHER_CLAIMS_FILE, TEACHER_READS_FILE
+from data.schema import SCORER_FILE, CANDIDATES_FILE, METRICS_FILE, POOL_FILE, TEACHER_CLAIMS_FILE, TEACHER_READS_FILE
 from infra.common import config_of, log, progress_logger, stage_task
 from infra.store import produce, state_dir, write_json
 from models.distill import (
@@ -22,7 +22,8 @@ from models.distill import (
 )
 from models.teacher import TeacherClient
 
-STAGE, VERSION = "distil", 1
+# 2: the gold rationales of scorer.distill_rationale_claims scorer-split records are checked too
+STAGE, VERSION = "distil", 2
 READS = ("scorer", "teacher", "model.device", "data.world")  # the config this stage reads (infra/reads.py)
 
 
@@ -34,7 +35,15 @@ def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path, key: 
     pool = {r["id"]: r for r in read_records(Path(world["path"]) / POOL_FILE)}
     images = {pid: pool[pid]["image"] for pid in {c["prompt_id"] for c in cands}}
     client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
-    claims = ask_claims(client, claim_rows(cands, images), progress_logger("teacher claims"))
+    # the policy's own sentences, and the sentences of gold rationales (mostly true: the claims a
+    # weak policy seldom writes, which the checker must also learn to pass)
+    gold = [r for r in read_records(Path(world["path"]) / SCORER_FILE)[: cfg.scorer.distill_rationale_claims]
+            if r.get("response")]
+    images.update({r["id"]: r["image"] for r in gold})
+    asked = claim_rows(cands, images) + claim_rows(
+        [{"prompt_id": r["id"], "text": r["response"], "choices": r.get("choices"), "reference": r.get("reference")}
+         for r in gold], images)
+    claims = ask_claims(client, asked, progress_logger("teacher claims"))
     want_reader = cfg.scorer.reader == "distill"
     reads = ask_reads(client, read_rows(cands, images), progress_logger("teacher reads")) if want_reader else []
     say(f"[distil] teacher {cfg.teacher.model}: {len(claims)} claims labelled ({sum(c['holds'] for c in claims)} "
@@ -44,7 +53,8 @@ def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path, key: 
         write_records(reads, out / TEACHER_READS_FILE)
     metrics: dict = {"distill/claims": float(len(claims)), "distill/reads": float(len(reads)),
                      "distill/teacher_cache_hits": float(client.hits), "distill/teacher_asked": float(client.misses)}
-    metrics.update(teacher_agreement(claims, reads, {pid: pool[pid].get("facts") for pid in images}))
+    facts = {**{r["id"]: r.get("facts") for r in gold}, **{pid: pool[pid].get("facts") for pid in pool}}
+    metrics.update(teacher_agreement(claims, reads, facts))
     metrics.update(train_student_checker(cfg, claims, out / "judge", cfg.data.world, progress_logger("distil checker")))
     if want_reader:
         metrics.update(train_student_reader(cfg, reads, out / "judge" / "reader", cfg.data.world,
