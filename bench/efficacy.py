@@ -136,6 +136,8 @@ def table(runs: dict[str, Any]) -> list[dict]:
             its = runs[f"seed{s}"]["iterations"]
             row = _row(f"seed {s}: SRC iteration {its[-1]['iteration']}", its[-1]["metrics"])
             row["vs0"] = _row(f"seed {s}: iteration 0", its[0]["metrics"])
+            # the judge targets hold for every iteration of every seed, not only the last one
+            row["judged"] = [_row(f"seed {s}: SRC iteration {x['iteration']}", x["metrics"]) for x in its[1:]]
             rows.append(row)
     seeded = [runs["main"]] + [runs[f"seed{s}"] for s in SEEDS if f"seed{s}" in runs]
     if len(seeded) > 1:
@@ -212,7 +214,7 @@ def targets(rows: list[dict]) -> list[dict]:
         out.append({"name": "iteration 0 accuracy - base short-answer accuracy",
                     "value": r0["accuracy"] - base["accuracy"], "target": ">= 0",
                     "met": r0["accuracy"] >= base["accuracy"]})
-    judged = its + [r for r in rows if r["row"].startswith("seed ")]
+    judged = its + [x for r in rows if r["row"].startswith("seed ") for x in r.get("judged", [r])]
     for key, name, want in (("judge_same_answer", "same-answer pairs", 0.80),
                             ("judge_factual_only", "pairs differing only in factuality", 0.75)):
         vals = [r[key] for r in judged if key in r]
