@@ -48,21 +48,10 @@ def check_server(kind: str, uri: str, timeout: float = 3.0) -> None:
                                  f"`src up` (or {start}), or {local}")
 
 
-def teacher_uses(cfg) -> list[str]:
-    """The config fields that make a run ask the teacher (empty: it asks nothing)."""
-    from tasks.evaluate import grader
-
-    s = cfg.scorer
-    return [f for f, on in (("rationale_sft.source=teacher", cfg.rationale_sft.source == "teacher"),
-                            ("scorer.model=distill", s.model == "distill"),
-                            ("scorer.reference=teacher", s.reference == "teacher"),
-                            ("eval.judge (grading by the teacher)", grader(cfg) == "teacher")) if on]
-
-
 def check_teacher(cfg, timeout: float = 5.0) -> None:
     """Raise `ServiceUnavailable` when the run asks the teacher and teacher.endpoint does not
     answer (`GET <endpoint>/models`, any HTTP status counts as an answer)."""
-    uses = teacher_uses(cfg)
+    uses = cfg.teacher_asks()
     if not uses or not cfg.teacher.endpoint:
         return
     url = cfg.teacher.endpoint.rstrip("/")

@@ -311,10 +311,7 @@ class SRCConfig(Section):
                 "rationale_sft.source='teacher' needs teacher.endpoint and teacher.model "
                 f"(got endpoint={self.teacher.endpoint!r}, model={self.teacher.model!r})"
             )
-        asks = [f for f, on in (("scorer.model=distill", self.scorer.model == "distill"),
-                                ("scorer.reader=distill", self.scorer.reader == "distill"),
-                                ("scorer.reference=teacher", self.scorer.reference == "teacher"),
-                                ("eval.judge=teacher", self.eval.judge == "teacher")) if on]
+        asks = self.teacher_asks()  # rationale_sft.source=teacher without them was refused above
         if asks and not (self.teacher.endpoint and self.teacher.model):
             raise ValueError(f"{asks[0]} asks the teacher: set teacher.endpoint and teacher.model (an "
                              "OpenAI-compatible server: vLLM, TGI, llama.cpp; docs/own-data.md)")
@@ -329,6 +326,19 @@ class SRCConfig(Section):
                 raise ValueError(f"runtime.launcher='accelerate' needs runtime.accelerate_config, an accelerate "
                                  f"config file such as configs/accelerate/ddp.yaml (got {rt.accelerate_config!r})")
         return self
+
+
+    def teacher_asks(self) -> list[str]:
+        """The settings that make a run ask the teacher (config validation and `src run`'s
+        preflight read this one list). eval.judge=auto asks it only with an endpoint set."""
+        s = self.scorer
+        grades = self.eval.judge == "teacher" or (self.eval.judge == "auto" and self.data.world != "shapes"
+                                                   and bool(self.teacher.endpoint and self.teacher.model))
+        return [f for f, on in (("rationale_sft.source=teacher", self.rationale_sft.source == "teacher"),
+                                ("scorer.model=distill", s.model == "distill"),
+                                ("scorer.reader=distill", s.reader == "distill"),
+                                ("scorer.reference=teacher", s.reference == "teacher"),
+                                ("eval.judge=teacher", grades)) if on]
 
 
 def load_config(
