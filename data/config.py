@@ -155,19 +155,14 @@ class ScorerConfig(Section):
                                "'builtin', a folder or a hub id; None = no reader")
     reader_threshold: float | None = Field(None, ge=0.0, le=1.0, description="confidence a supported "
                                            "verdict needs; None = the reader manifest's `threshold`")
-    reference: Literal["dataset", "teacher", "none"] = Field(
-        "dataset", description="what the judge reads as the image's reference: the dataset's own "
-        "(the shapes caption, a `reference` column), the teacher's description of each image "
-        "(data.world=files|hf; cached), or none")
-    init: str = Field("builtin", description="scorer.model=distill (and scorer.reader=distill): the "
-                      "pretrained LM the judge and the reader are fine-tuned from: 'builtin' (the "
-                      "committed tiny judge's weights), a folder or a hub id (e.g. Qwen/Qwen2.5-1.5B-Instruct)")
-    lora_r: int = Field(0, ge=0, description="distillation: LoRA rank on scorer.init (merged when saved); "
-                        "0 = fine-tune every weight (the tiny judge)")
+    reference: Literal["dataset", "teacher", "none"] = Field("dataset", description="the judge's reference: the "
+        "dataset's own (shapes caption, `reference` column), the teacher's description of each image (cached), or none")
+    init: str = Field("builtin", description="scorer.model=distill: the LM the judge and reader are fine-tuned from: "
+                      "'builtin' (the tiny judge's weights), a folder or a hub id (e.g. Qwen/Qwen2.5-1.5B-Instruct)")
+    lora_r: int = Field(0, ge=0, description="distillation: LoRA rank on scorer.init (merged when saved); 0 = all weights")
     reader_train_steps: int = Field(600, ge=1, description="scorer.reader=distill: reader SFT steps")
-    distill_rationale_claims: int = Field(1000, ge=0, description="distillation: records of the scorer split "
-                                          "whose gold rationale's sentences the teacher also checks (true "
-                                          "claims the policy rarely writes); 0 = none")
+    distill_rationale_claims: int = Field(1000, ge=0, description="distillation: scorer-split records whose gold "
+                                          "rationale's sentences the teacher also checks (true claims); 0 = none")
     distill_prompts: int = Field(0, ge=0, description="distillation: prompts of the first iteration's "
                                  "candidates sent to the teacher; 0 = all")
 
@@ -329,17 +324,12 @@ class SRCConfig(Section):
 
 
     def teacher_asks(self) -> list[str]:
-        """The settings that make a run ask the teacher (config validation and `src run`'s
-        preflight read this one list). eval.judge=auto asks it only with an endpoint set."""
-        s = self.scorer
-        grades = self.eval.judge == "teacher" or (self.eval.judge == "auto" and self.data.world != "shapes"
-                                                   and bool(self.teacher.endpoint and self.teacher.model))
+        """The settings that make a run ask the teacher (validation and `src run`'s preflight)."""
+        s, e, t = self.scorer, self.eval.judge, self.teacher
+        grades = e == "teacher" or (e == "auto" and self.data.world != "shapes" and bool(t.endpoint and t.model))
         return [f for f, on in (("rationale_sft.source=teacher", self.rationale_sft.source == "teacher"),
-                                ("scorer.model=distill", s.model == "distill"),
-                                ("scorer.reader=distill", s.reader == "distill"),
-                                ("scorer.reference=teacher", s.reference == "teacher"),
-                                ("eval.judge=teacher", grades)) if on]
-
+                                ("scorer.model=distill", s.model == "distill"), ("scorer.reader=distill", s.reader == "distill"),
+                                ("scorer.reference=teacher", s.reference == "teacher"), ("eval.judge=teacher", grades)) if on]
 
 def load_config(
     path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
