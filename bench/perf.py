@@ -26,8 +26,9 @@ import torch
 
 from data.config import load_config
 from infra.refs import base_ref, given_judge_ref
-from infra.runner import StageRunner
-from tasks import curate, distil, dpo, score, scorer, search, sft, world
+from flows.run import own_judge
+from flows.runner import StageRunner
+from tasks import curate, distil, dpo, score, search, sft, world
 
 ROOT = Path(__file__).resolve().parents[1]
 _VERDICT_TEXT = re.compile(r"\s*(Tie|A|B)(?![a-z])")
@@ -177,7 +178,7 @@ def bench_memory(config: str, steps: int = 6, batch: int = 8) -> dict:
 
 def scale_point(config: str, overrides: list[str], n_prompts: int) -> dict:
     """One iteration's search -> score -> curate -> DPO on `n_prompts` pool prompts: the
-    recipe's own stage steps (infra/runner.py, plain calls through the store of
+    recipe's own stage steps (flows/runner.py, plain calls through the store of
     $SRC_STATE_DIR, where the main run's world and rationale SFT are reused), each timed by its
     own build time; peak RSS is this process's. The search stage's time includes the greedy
     responses it decodes for the headroom."""
@@ -188,8 +189,8 @@ def scale_point(config: str, overrides: list[str], n_prompts: int) -> dict:
     w = run(world)
     chain = [run(sft, base=base, world=w)]
     cands = run(search, base=base, chain=chain, world=w, iteration=1)
-    judge = given_judge_ref(cfg) or (run(scorer, base=base, world=w) if cfg.scorer.model == "train"
-                                     else run(distil, candidates=cands, world=w))
+    judge = (own_judge(run, cfg.scorer.model, base, w, given_judge_ref(cfg.scorer, cfg.data.world))
+             or run(distil, candidates=cands, world=w))
     scores = run(score, judge=judge, candidates=cands)
     pairs = run(curate, candidates=cands, scores=scores)
     run(dpo, base=base, chain=chain, pairs=pairs, world=w)

@@ -244,6 +244,11 @@ class EvalConfig(Section):
         "built-in world is always graded exactly")
     batch_size: int = runtime(64, "questions per generate call")
 
+    def grader(self, world: str, teacher: TeacherConfig) -> str:
+        """Who grades consistency and factuality: 'exact' (scene facts), 'teacher' or 'none' (n/a)."""
+        asks = self.judge == "teacher" or (self.judge == "auto" and bool(teacher.endpoint and teacher.model))
+        return "exact" if world == "shapes" else "teacher" if asks else "none"
+
 
 class IterateConfig(Section):
     iterations: int = Field(2, ge=0, description="T: SRC iterations after rationale SFT")
@@ -301,15 +306,10 @@ class SRCConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "SRCConfig":
-        if self.rationale_sft.source == "teacher" and not (self.teacher.endpoint and self.teacher.model):
-            raise ValueError(
-                "rationale_sft.source='teacher' needs teacher.endpoint and teacher.model "
-                f"(got endpoint={self.teacher.endpoint!r}, model={self.teacher.model!r})"
-            )
-        asks = self.teacher_asks()  # rationale_sft.source=teacher without them was refused above
-        if asks and not (self.teacher.endpoint and self.teacher.model):
-            raise ValueError(f"{asks[0]} asks the teacher: set teacher.endpoint and teacher.model (an "
-                             "OpenAI-compatible server: vLLM, TGI, llama.cpp; docs/own-data.md)")
+        asks, t = self.teacher_asks(), self.teacher
+        if asks and not (t.endpoint and t.model):
+            raise ValueError(f"{asks[0]} asks the teacher: set teacher.endpoint and teacher.model (an OpenAI-"
+                             f"compatible server: vLLM, TGI, llama.cpp; docs/own-data.md; got {t.endpoint!r}, {t.model!r})")
         if self.scorer.model == "oracle" and self.data.world != "shapes":
             raise ValueError(
                 f"scorer.model='oracle' judges with the built-in world's scene facts, which "
@@ -325,8 +325,8 @@ class SRCConfig(Section):
 
     def teacher_asks(self) -> list[str]:
         """The settings that make a run ask the teacher (validation and `src run`'s preflight)."""
-        s, e, t = self.scorer, self.eval.judge, self.teacher
-        grades = e == "teacher" or (e == "auto" and self.data.world != "shapes" and bool(t.endpoint and t.model))
+        s, e = self.scorer, self.eval  # eval.judge=teacher on the built-in world too: it is refused there
+        grades = e.judge == "teacher" or e.grader(self.data.world, self.teacher) == "teacher"
         return [f for f, on in (("rationale_sft.source=teacher", self.rationale_sft.source == "teacher"),
                                 ("scorer.model=distill", s.model == "distill"), ("scorer.reader=distill", s.reader == "distill"),
                                 ("scorer.reference=teacher", s.reference == "teacher"), ("eval.judge=teacher", grades)) if on]
@@ -366,20 +366,15 @@ def load_config(
         raise ConfigError(format_error(e, source)) from None
 
 
-def _strip_runtime(model: BaseModel) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, field in type(model).model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if extra.get("runtime"):
-            continue
-        value = getattr(model, name)
-        out[name] = _strip_runtime(value) if isinstance(value, BaseModel) else value
-    return out
-
-
 def stage_signature(section: BaseModel) -> dict[str, Any]:
     """The section as a plain dict without runtime knobs: what a cache key may hash."""
-    return _strip_runtime(section)
+    out: dict[str, Any] = {}
+    for name, field in type(section).model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if not extra.get("runtime"):
+            value = getattr(section, name)
+            out[name] = stage_signature(value) if isinstance(value, BaseModel) else value
+    return out
 
 
 def digest(obj: Any) -> str:

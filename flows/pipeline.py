@@ -2,7 +2,7 @@
 retraining (flows/retrain.py) runs, and `make stages` runs without Prefect: rationale SFT, then
 T iterations of search -> judge -> curate -> DPO -> evaluate, every stage a cached step.
 
-Each stage's key, timing and resume are the stage runner's (infra/runner.py); tracking, the
+Each stage's key, timing and resume are the stage runner's (flows/runner.py); tracking, the
 report and the summary are the run's (flows/run.py): what is left here is the method.
 Re-running the same command after a crash reuses every finished stage and runs only the rest.
 """

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from data.config import digest, stage_signature
 from infra.layout import resolve_start
 from infra.refs import base_ref
-from infra.runner import StageRunner
+from flows.runner import StageRunner
 from tasks import evaluate, world
 from flows.pipeline import run_pipeline
 from infra.tracking import make_tracker, require_records

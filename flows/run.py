@@ -1,5 +1,5 @@
 """The plumbing of one SRC run, so that flows/pipeline.py can read as the method: the stage
-runner (keys, timing, resume: infra/runner.py), the MLflow parent run and one child run per
+runner (keys, timing, resume: flows/runner.py), the MLflow parent run and one child run per
 iteration (infra/tracking.py, infra/layout.py), the checks before any compute, the report
 and the summary the command line prints.
 """
@@ -21,14 +21,14 @@ from data.schema import METRICS_FILE
 from infra.common import log
 from infra.layout import eval_metrics, log_iteration, metrics_table, resolve_start
 from infra.refs import ORACLE_JUDGE, base_ref, given_judge_ref, reader_digest
-from infra.runner import StageRunner
+from flows.runner import StageRunner
 from infra.tracking import Tracker, make_tracker, require_records
 from models.builtin import git_commit
 from tasks import evaluate, report, scorer, world
 
 
 class Run:
-    """One pipeline run. `run(stage_module, **refs)` runs a stage (infra/runner.py); the other
+    """One pipeline run. `run(stage_module, **refs)` runs a stage (flows/runner.py); the other
     methods record what the recipe produces."""
 
     def __init__(self, cfg: SRCConfig, tracker: Tracker | None = None, config_path: str | None = None,
@@ -41,7 +41,7 @@ class Run:
         self.say = log()
         self.t0 = time.time()
         # a given judge and reader are checked (exist, trained for this world) before any compute
-        self.given_judge = given_judge_ref(cfg)
+        self.given_judge = given_judge_ref(cfg.scorer, cfg.data.world)
         reader_digest(cfg.scorer.reader, cfg.data.world)
         self.base = base_ref(cfg.model.base)
         self.results: list[dict] = []
@@ -102,7 +102,7 @@ class Run:
     def judge_of_its_own(self) -> dict | None:
         """The judge the run makes before iteration 1 (scorer.model=train), or the given one;
         None for scorer.model=distill (made from iteration 1's candidates)."""
-        return self(scorer, base=self.base, world=self.w) if self.cfg.scorer.model == "train" else self.given_judge
+        return own_judge(self.stage, self.cfg.scorer.model, self.base, self.w, self.given_judge)
 
     def log_judge(self, judge: dict | None) -> dict | None:
         """The judge a run uses (its folder, a distilled reader inside it) and its metrics."""
@@ -163,6 +163,12 @@ class Run:
                 "base_table": format_table(base_summary), "report": str(folder / "report.html"),
                 "measured_by": self._measured_by(), "rejected": self.w["meta"].get("rejected", {}),
                 "rejected_report": str(Path(self.w["path"]) / world.REJECTED)}
+
+
+def own_judge(run: StageRunner, scorer_model: str, base: dict, world: dict, given: dict | None) -> dict | None:
+    """The judge a run has before iteration 1 (the recipe and the bench's scale curve): trained
+    now (scorer.model=train), else `given` (given_judge_ref); None for scorer.model=distill."""
+    return run(scorer, base=base, world=world) if scorer_model == "train" else given
 
 
 def _flow_run_id() -> str:

@@ -11,21 +11,18 @@ references `{"path", "digest", ...}` to earlier outputs; never models or dataset
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Sequence
+from typing import IO, Any, Callable
 
 from prefect import get_run_logger, task
 
 from data.config import ConfigError, SRCConfig
 from data.validate import DataError
 from models.teacher import TeacherUnavailable
-from infra.reads import declared
 from models.policy import build_policy
 
 # A user's mistake (bad rows, a bad config value): its message names the problem, the CLI
@@ -93,18 +90,6 @@ def stage_task(name: str, retries: int = 0) -> Callable:
         retry_delay_seconds=[5, 20, 60][:max(retries, 1)] if retries else 0,
         retry_condition_fn=_retry_transient,
     )
-
-
-@functools.lru_cache(maxsize=8)
-def _validated(blob: str) -> SRCConfig:
-    return SRCConfig.model_validate(json.loads(blob))
-
-
-def config_of(cfg: dict, reads: Sequence[str], stage: str) -> Any:
-    """The config of a task's call as the stage may read it (`reads`: the task module's
-    READS): any other section or field raises `infra.reads.UndeclaredRead`. A run's config is
-    validated once per process, not at every stage call (stages only read it)."""
-    return declared(_validated(json.dumps(cfg, sort_keys=True)), reads, stage)
 
 
 def log() -> Callable[[str], None]:

@@ -2,9 +2,10 @@
 
 Each task module declares `READS`: whole config sections ("search") or single fields
 ("iterate.prompts_per_iteration"). The flow hashes exactly those into the stage's key
-(`signature`), and the stage's build function gets the config through `declared`, which
-refuses any other section or field: a stage cannot depend on a setting its key ignores (its
-cached output would then be reused after that setting changed). `runtime` and `tracking`
+(`signature`) and hands the stage only the sections they name (`project`); the stage's build
+function reads them through `StageConfig`, which refuses any other section or field: a stage
+cannot depend on a setting its key ignores (its cached output would then be reused after that
+setting changed). `runtime` and `tracking`
 (where and how fast a stage runs, never what it computes) and `seed` (in every key) are always
 readable; runtime knobs inside a section (batch sizes, device) are left out of the key as
 everywhere (`data.config.stage_signature`).
@@ -12,6 +13,8 @@ everywhere (`data.config.stage_signature`).
 
 from __future__ import annotations
 
+import functools
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -55,26 +58,41 @@ class _Fields:
         return getattr(self._section, name)
 
 
-class DeclaredConfig:
-    """An SRCConfig through which a stage reads only what it declared (see the module doc)."""
+class StageConfig:
+    """The config as a stage may read it (see the module doc): the sections of a config dump
+    (the whole config's, or a stage's `project`ion) that the stage declared, each validated
+    once per process by its own model; the run's config was validated whole when it was loaded."""
 
-    def __init__(self, cfg: SRCConfig, reads: Sequence[str], stage: str):
+    def __init__(self, cfg: dict[str, Any], reads: Sequence[str], stage: str):
         self._cfg, self._stage = cfg, stage
         self._whole, self._fields = _check(reads)
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self._cfg, name)
-        if name not in SECTIONS or name in ALWAYS or name in self._whole:
-            return value
-        if name in self._fields:
+        if name == "seed":
+            return self._cfg["seed"]
+        if name not in SECTIONS:
+            raise AttributeError(name)
+        if name not in ALWAYS and name not in self._whole and name not in self._fields:
+            raise UndeclaredRead(f"stage {self._stage!r} reads config section {name!r}, which its task module "
+                                 "does not declare in READS: declare it (it then joins the stage's cache key)")
+        value = _section(name, json.dumps(self._cfg.get(name, {}), sort_keys=True))
+        if name in self._fields and name not in self._whole:
             return _Fields(value, self._fields[name], f"stage {self._stage!r}: {name}")
-        raise UndeclaredRead(f"stage {self._stage!r} reads config section {name!r}, which its task module "
-                             "does not declare in READS: declare it (it then joins the stage's cache key)")
+        return value
 
 
-def declared(cfg: SRCConfig, reads: Sequence[str], stage: str) -> Any:
-    """`cfg` as the stage `stage` may read it (a `DeclaredConfig`)."""
-    return DeclaredConfig(cfg, reads, stage)
+@functools.lru_cache(maxsize=64)
+def _section(name: str, blob: str) -> Any:
+    return SRCConfig.model_fields[name].annotation.model_validate(json.loads(blob))
+
+
+def project(cfg: SRCConfig, reads: Sequence[str]) -> dict[str, Any]:
+    """What a stage is handed of the config: the seed, `runtime`, `tracking` and each section
+    `reads` names (whole: a field's section travels whole, and `StageConfig` guards its other
+    fields), as JSON-ready dicts."""
+    whole, fields = _check(reads)
+    dump = cfg.model_dump(mode="json")
+    return {"seed": dump["seed"], **{s: dump[s] for s in sorted(ALWAYS | whole | set(fields))}}
 
 
 def signature(cfg: SRCConfig, reads: Sequence[str]) -> dict[str, Any]:

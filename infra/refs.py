@@ -61,7 +61,7 @@ def judge_ref(name: str, template: str = "full", mode: str = "pairwise", evidenc
 ORACLE_JUDGE = {"stage": "scorer", "path": "", "judge_dir": "", "digest": "oracle", "key": "", "meta": {}}
 
 
-def given_judge_ref(cfg) -> dict | None:
+def given_judge_ref(s, world: str) -> dict | None:
     """The judge of scorer.model when it is given (the committed one, a folder, a hub id, the
     oracle: ORACLE_JUDGE, no model), checked against the config and the data's world; None when
     the run makes it (scorer.model=train or distill).
@@ -70,12 +70,11 @@ def given_judge_ref(cfg) -> dict | None:
         ValueError: one line naming what to set (no such judge, another prompt style, mode,
             evidence, or a judge trained for another world).
     """
-    s = cfg.scorer
-    if s.model in ("train", "distill"):
+    if s.model in ("train", "distill"):  # s: the scorer section; world: data.world
         return None
     if s.model == "oracle":
         return ORACLE_JUDGE
-    return judge_ref(s.model, s.template, s.mode, s.evidence, cfg.data.world)
+    return judge_ref(s.model, s.template, s.mode, s.evidence, world)
 
 
 def check_judging(cfg) -> None:
@@ -85,7 +84,7 @@ def check_judging(cfg) -> None:
     Raises:
         ValueError: one line naming the field to set.
     """
-    given_judge_ref(cfg)
+    given_judge_ref(cfg.scorer, cfg.data.world)
     reader_digest(cfg.scorer.reader, cfg.data.world)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -81,7 +82,28 @@ def stage_key(stage: str, version: int, config: Any, inputs: dict[str, str], see
     return digest(blob)[:20]
 
 
+def digests(refs: dict[str, Any]) -> dict[str, Any]:
+    """A stage's inputs as its key hashes them: a reference by its digest, a list of them by
+    theirs, a plain value (an iteration number) as it is; None is left out."""
+    def one(v: Any) -> Any:
+        if isinstance(v, dict) and "digest" in v:
+            return v["digest"]
+        if isinstance(v, list):
+            return [one(x) for x in v]
+        return v
+
+    return {k: one(v) for k, v in refs.items() if v is not None}
+
+
 def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes; read once per process while its size and mtime stay the same
+    (a run checks the same model folders at every stage call)."""
+    st = Path(path).stat()
+    return _file_digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 (the cache's key)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

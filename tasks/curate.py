@@ -9,8 +9,9 @@ from data.schema import (
     CANDIDATES_FILE, CANDIDATE_SCORES_FILE, CandidateScore, MARKS_FILE, METRICS_FILE, PAIRS_FILE,
     PAIR_SCORES_FILE, POINT_SCORES_FILE, PreferencePair, READER_FILE,
 )
-from infra.common import config_of, log, stage_task
+from infra.common import log, stage_task
 from infra.store import produce, write_json
+from infra.reads import StageConfig
 from data.curation import curate
 from data.claims import WEIGHTS, decided_by
 
@@ -22,7 +23,7 @@ READS = ("curation",)  # the config this stage reads: its cache key hashes exact
 
 
 def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path, key: str = "") -> dict:
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     cands = read_records(Path(candidates["path"]) / CANDIDATES_FILE)
     reader_file = Path(scores["path"]) / READER_FILE
     if reader_file.exists():  # scorer.reader: which candidates' rationales imply their answers
@@ -68,4 +69,4 @@ def curate_task(key: str, cfg: dict, candidates: dict, scores: dict) -> dict:
     return produce(STAGE, key, lambda out: build_pairs(cfg, candidates, scores, out))
 
 
-BUILD, TASK = build_pairs, curate_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)
+BUILD, TASK = build_pairs, curate_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from data.records import read_records, write_records
 from data.schema import SCORER_FILE, CANDIDATES_FILE, METRICS_FILE, POOL_FILE, TEACHER_CLAIMS_FILE, TEACHER_READS_FILE
-from infra.common import config_of, log, progress_logger, stage_task
+from infra.common import log, progress_logger, stage_task
 from infra.store import produce, state_dir, write_json
+from infra.reads import StageConfig
 from models.distill import (
     ask_claims, ask_reads, claim_rows, read_rows, sample_prompts, teacher_agreement,
     train_student_checker, train_student_reader,
@@ -28,7 +29,7 @@ READS = ("scorer", "teacher", "model.device", "data.world")  # the config this s
 
 
 def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path, key: str = "") -> dict:
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     say = log()
     cands = sample_prompts(read_records(Path(candidates["path"]) / CANDIDATES_FILE),
                            cfg.scorer.distill_prompts, cfg.seed)
@@ -70,4 +71,4 @@ def distil_task(key: str, cfg: dict, candidates: dict, world: dict) -> dict:
     return produce(STAGE, key, lambda out: build_distil(cfg, candidates, world, out))
 
 
-BUILD, TASK = build_distil, distil_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)
+BUILD, TASK = build_distil, distil_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)

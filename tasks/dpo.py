@@ -6,10 +6,11 @@ from pathlib import Path
 
 from data.records import read_records
 from data.schema import METRICS_FILE, PAIRS_FILE, POOL_FILE
-from infra.common import config_of, load_policy, log, progress_logger, stage_task
+from infra.common import load_policy, log, progress_logger, stage_task
 from infra.store import drop_partial, partial_dir, produce, write_json
 from models.dpo import train_dpo
 from infra.launch import launch
+from infra.reads import StageConfig
 
 STAGE, VERSION = "dpo", 1
 READS = ("dpo", "model")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
@@ -17,7 +18,7 @@ READS = ("dpo", "model")  # the config this stage reads: its cache key hashes ex
 
 def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world: dict,
               out: Path, key: str = "") -> dict:
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     if cfg.runtime.launcher == "accelerate":  # every process runs this function (infra/launch.py)
 
         return launch(STAGE, cfg_dict, {"base": base, "chain": chain, "pairs": pairs, "world": world}, out, log())
@@ -43,4 +44,4 @@ def dpo_task(key: str, cfg: dict, base: dict, chain: list[dict], pairs: dict, wo
     return ref
 
 
-BUILD, TASK = build_dpo, dpo_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)
+BUILD, TASK = build_dpo, dpo_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from data.records import read_records, write_records
 from data.schema import EVAL_FILE, EVAL_ROWS_FILE, EvalRow, METRICS_FILE, SAMPLES_FILE
-from infra.common import config_of, load_policy, progress_logger, stage_task
-from infra.runner import digests
-from infra.store import produce, state_dir, write_json
+from infra.common import load_policy, progress_logger, stage_task
+from infra.store import digests, produce, state_dir, write_json
+from infra.reads import StageConfig
 from models.evaluate import evaluate_policy
 from models.distill import grade_rows
 from models.teacher import TeacherClient
@@ -27,18 +27,12 @@ READS = ("eval", "model", "teacher", "data.world")  # the config this stage read
 
 
 def grader(cfg) -> str:
-    """Who grades consistency and factuality: 'exact' (the built-in world's scene facts),
-    'teacher' (eval.judge=teacher, or auto with a teacher configured) or 'none' (n/a)."""
-    if cfg.data.world == "shapes":
-        return "exact"
-    t = cfg.teacher
-    if cfg.eval.judge == "teacher" or (cfg.eval.judge == "auto" and t.endpoint and t.model):
-        return "teacher"
-    return "none"
+    """Who grades consistency and factuality (data.config.EvalConfig.grader)."""
+    return cfg.eval.grader(cfg.data.world, cfg.teacher)
 
 
 def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: Path, key: str = "") -> dict:
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     model, processor = load_policy(cfg, base, chain)
     records = read_records(Path(world["path"]) / EVAL_FILE)
     if cfg.eval.max_questions:
@@ -64,7 +58,7 @@ def eval_task(key: str, cfg: dict, base: dict, chain: list[dict], world: dict) -
 
 def key_parts(cfg, **refs) -> tuple[dict, dict]:
     """Who grades is part of the key (whether teacher.endpoint is set is not, being a runtime knob)."""
-    return {"graded_by": grader(cfg)}, digests(refs)
+    return {"graded_by": grader(StageConfig(cfg, READS, STAGE))}, digests(refs)
 
 
-BUILD, TASK = build_eval, eval_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)
+BUILD, TASK = build_eval, eval_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)

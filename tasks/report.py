@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infra.common import config_of, stage_task
+from infra.common import stage_task
 from infra.store import produce
+from infra.reads import StageConfig
 from report.page import IterationOutputs, build_report
 
 # 2: the facts table has no empty header row; 3: the headroom table per iteration
@@ -23,7 +24,7 @@ def _dir(ref: dict | None) -> Path | None:
 
 def build_report_files(cfg_dict: dict, world: dict, base_eval: dict, iterations: list[dict],
                        base_metrics: dict, facts: dict, out: Path, key: str = "") -> dict:
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     its = [IterationOutputs(it["iteration"], it["metrics"], Path(it["eval"]["path"]), _dir(it.get("candidates")),
                             _dir(it.get("scores")), _dir(it.get("pairs")))
            for it in iterations]
@@ -50,4 +51,4 @@ def key_parts(cfg, world: dict, base_eval: dict, iterations: list[dict], base_me
                                               if k in s] for s in iterations]}
 
 
-BUILD, TASK = build_report_files, report_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)
+BUILD, TASK = build_report_files, report_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)

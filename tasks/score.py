@@ -16,11 +16,12 @@ from data.schema import (
     CANDIDATES_FILE, CandidateMark, MARKS_FILE, PAIR_SCORES_FILE, POINT_SCORES_FILE, PairScore, PointScore, READER_FILE, ReaderMark,
 )
 from models.judge import ORACLE, Judge, open_judge
-from infra.common import config_of, progress_logger, stage_task  # before prefect: its env
+from infra.common import progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
 from infra.refs import reader_digest
 from infra.store import drop_partial, produce, shard_file
 from infra.distributed import map_shards, shard_bounds
+from infra.reads import StageConfig
 
 # 2: slot bias and same-answer agreement in the meta; template markers in candidates neutralised
 # 3: steering probes in the meta (filler, a copied verdict line, padding; built-in world)
@@ -47,7 +48,7 @@ def score_shard(cfg: dict, judge: dict, candidates: dict, key: str, lo: int, hi:
     f = shard_file(STAGE, key, lo, hi)
     f.parent.mkdir(parents=True, exist_ok=True)
     if not f.is_file():
-        c = config_of(cfg, READS, STAGE)
+        c = StageConfig(cfg, READS, STAGE)
         items = judge_items(read_records(Path(candidates["path"]) / CANDIDATES_FILE))[lo:hi]
         pairs, _, _ = judge_for(c.scorer, judge, c.model.device, c.seed).verdicts(items, progress_logger(f"score {lo}-{hi}"))
         write_records(pairs, f, PairScore)
@@ -55,7 +56,7 @@ def score_shard(cfg: dict, judge: dict, candidates: dict, key: str, lo: int, hi:
 
 
 def build_scores(cfg_dict: dict, judge: dict, candidates: dict, out: Path, key: str = "") -> dict:
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     cands = read_records(Path(candidates["path"]) / CANDIDATES_FILE)
     pairs = None
     # pair judges on Ray workers, merged in item order; the claims judge's inputs are a few
@@ -88,8 +89,8 @@ def score_task(key: str, cfg: dict, judge: dict, candidates: dict) -> dict:
 def key_parts(cfg, judge: dict, candidates: dict) -> tuple[dict, dict]:
     """The judge and the candidates, and a given reader's content (scorer.reader: a retrained
     reader at the same path is a new input; a distilled one is inside the judge's digest)."""
-    reader = reader_digest(cfg.scorer.reader, cfg.data.world)
+    reader = reader_digest(StageConfig(cfg, READS, STAGE).scorer.reader)  # its world was checked at the run's start
     return {}, {"judge": judge["digest"], "candidates": candidates["digest"], **({"reader": reader} if reader else {})}
 
 
-BUILD, TASK = build_scores, score_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)
+BUILD, TASK = build_scores, score_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)

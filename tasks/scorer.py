@@ -7,8 +7,9 @@ from pathlib import Path
 
 from data.records import read_records
 from data.schema import EVAL_FILE, METRICS_FILE, SCORER_FILE
-from infra.common import config_of, progress_logger, stage_task
+from infra.common import progress_logger, stage_task
 from infra.store import produce, write_json
+from infra.reads import StageConfig
 from data import perturb, perturb_text
 from models.judge_training import new_tiny_judge, train_and_save, training_records
 from data.claims import claim_records
@@ -19,7 +20,7 @@ READS = ("scorer", "model.base")  # the config this stage reads: its cache key h
 
 
 def build_scorer(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "") -> dict:
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     model, tokenizer = new_tiny_judge(cfg, base["path"])  # shares the world's tokenizer (the base model's)
     if cfg.scorer.mode == "claims":
         return build_checker(cfg, model, tokenizer, world, out)
@@ -62,4 +63,4 @@ def scorer_task(key: str, cfg: dict, base: dict, world: dict) -> dict:
     return produce(STAGE, key, lambda out: build_scorer(cfg, base, world, out))
 
 
-BUILD, TASK = build_scorer, scorer_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)
+BUILD, TASK = build_scorer, scorer_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)

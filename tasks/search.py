@@ -6,13 +6,14 @@ from pathlib import Path
 
 from data.records import read_records, write_records, as_image
 from data.schema import CANDIDATES_FILE, Candidate, GREEDY_FILE, Greedy, POOL_FILE
-from infra.common import config_of, load_policy, log, progress_logger, stage_task  # before prefect: its env
+from infra.common import load_policy, log, progress_logger, stage_task  # before prefect: its env
 from prefect import task  # noqa: I001
 from infra.store import drop_partial, produce, shard_file, sharded
 from models.search import search_candidates
 from data.headroom import headroom, warning
 from models.generation import generate_greedy
 from infra.distributed import map_shards, shard_bounds
+from infra.reads import StageConfig
 
 # 2: the greedy responses to the same prompts (greedy.parquet) and the headroom metrics
 STAGE, VERSION = "search", 2
@@ -49,7 +50,7 @@ def search_shard(cfg: dict, base: dict, chain: list[dict], world: dict, iteratio
     f = shard_file(STAGE, key, lo, hi)
     f.parent.mkdir(parents=True, exist_ok=True)
     if not f.is_file():  # a retried or resumed shard that finished is not searched again
-        c = config_of(cfg, READS, STAGE)
+        c = StageConfig(cfg, READS, STAGE)
         _, items = _prompts(c, world, iteration)
         model, processor = load_policy(c, base, chain)
         write_records(search_candidates(model, processor, items[lo:hi], c.search, seed=search_seed(c, iteration),
@@ -59,7 +60,7 @@ def search_shard(cfg: dict, base: dict, chain: list[dict], world: dict, iteratio
 
 def build_search(cfg_dict: dict, base: dict, chain: list[dict], world: dict, iteration: int,
                  out: Path, key: str = "") -> dict:
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     rows, items = _prompts(cfg, world, iteration)
     seed = search_seed(cfg, iteration)
     shard_size = cfg.search.shard_size
@@ -119,4 +120,4 @@ def search_task(key: str, cfg: dict, base: dict, chain: list[dict], world: dict,
     return ref
 
 
-BUILD, TASK = build_search, search_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)
+BUILD, TASK = build_search, search_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)

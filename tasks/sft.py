@@ -7,18 +7,19 @@ from pathlib import Path
 
 from data.records import read_records, write_records
 from data.schema import METRICS_FILE, RATIONALE_FILE, TEACHER_DROPPED_FILE, TEACHER_RATIONALES_FILE
-from infra.common import config_of, load_policy, log, progress_logger, stage_task
+from infra.common import load_policy, log, progress_logger, stage_task
 from infra.store import drop_partial, partial_dir, produce, state_dir, write_json
 from models.sft import train_rationale_sft
 from models.teacher import TeacherClient, synthesize_rationales
 from infra.launch import launch
+from infra.reads import StageConfig
 
 STAGE, VERSION = "rationale_sft", 1
 READS = ("rationale_sft", "model", "teacher")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
 def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "") -> dict:
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     if cfg.runtime.launcher == "accelerate":  # every process runs this function (infra/launch.py)
 
         return launch(STAGE, cfg_dict, {"base": base, "world": world}, out, log())
@@ -63,4 +64,4 @@ def sft_task(key: str, cfg: dict, base: dict, world: dict) -> dict:
     return ref
 
 
-BUILD, TASK = build_sft, sft_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)
+BUILD, TASK = build_sft, sft_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)

@@ -20,8 +20,9 @@ from data.records import write_records
 from data.schema import Example, REJECTED_FILE, RejectedRow, SPLIT_FILES
 from data.shapes import generate
 from data.validate import DataError, Limits, check_lengths, check_share, find_leaks
-from infra.common import config_of, log, progress_logger, stage_task
+from infra.common import log, progress_logger, stage_task
 from infra.store import state_dir, produce
+from infra.reads import StageConfig
 from models.builtin import resolve_base
 from data.files import source_digest, load_split
 from data.hf import FILE_SPLIT, load_hf_split, single_file
@@ -67,7 +68,7 @@ def source_files(cfg_dict: dict) -> dict[str, str]:
     """The input digest of the world stage: the tables and image folder of data.world=files,
     the dataset of data.world=hf, and for both the base model's tokenizer and config (rows too
     long for it are rejected). The shapes world has none."""
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     if cfg.data.world == "hf":  # a local file or folder by content or listing; a hub id by name
         h = cfg.data.hf
         path = Path(h.dataset).expanduser()
@@ -181,7 +182,7 @@ def load_files(cfg_dict: dict, report: Path) -> tuple[dict[str, list[dict]], lis
     `report`) when a split's share of bad rows is above data.max_reject_frac, or when too many
     eval rows leak into training. Also returns meta: the rows skipped by design per split
     (ScienceQA's text-only rows), the leakage counts and the splits short of their size."""
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     d, f = cfg.data, cfg.data.files
     limits = Limits(max_image_bytes=f.max_image_bytes, max_image_pixels=f.max_image_pixels,
                     allow_outside_image_dir=f.allow_outside_image_dir)
@@ -247,7 +248,7 @@ def failed_report(key: str) -> Path:
 def build_world(cfg_dict: dict, out: Path, key: str = "") -> dict:
     """Write `<split>.parquet` for every split and `rejected_rows.parquet`; returns the counts
     (and for your own data: skipped rows, leakage, splits short of their size)."""
-    cfg = config_of(cfg_dict, READS, STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     d = cfg.data
     extra: dict = {"skipped": {}}
     if d.world in ("files", "hf"):
@@ -273,7 +274,7 @@ def world_task(key: str, cfg: dict) -> dict:
 def key_parts(cfg) -> tuple[dict, dict]:
     """The world's inputs are its source files (your tables, a dataset) and the base model's
     tokenizer; the shapes world has none."""
-    return {}, source_files(cfg.model_dump(mode="json"))
+    return {}, source_files(cfg)
 
 
-BUILD, TASK = build_world, world_task  # the stage's logic, and it as a cached Prefect task (infra/runner.py)
+BUILD, TASK = build_world, world_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)

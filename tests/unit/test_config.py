@@ -87,7 +87,7 @@ def test_runtime_knobs_do_not_change_the_stage_signature():
 
 
 def test_teacher_source_needs_an_endpoint_and_a_model():
-    with pytest.raises(ConfigError, match="needs teacher.endpoint and teacher.model.*endpoint=None"):
+    with pytest.raises(ConfigError, match="rationale_sft.source=teacher asks the teacher: set teacher.endpoint and teacher.model.*got None, ''"):
         load_config(None, ["rationale_sft.source=teacher"])
     cfg = load_config(None, ["rationale_sft.source=teacher", "teacher.endpoint=http://127.0.0.1:8000/v1",
                              "teacher.model=Qwen/Qwen2-VL-72B-Instruct"])

@@ -84,7 +84,7 @@ def test_the_checks_find_what_they_look_for():
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
     g = graph()
-    assert "infra.store" in g["infra.runner"] and "flows.src_iterate" in g["cli.main"]
+    assert "infra.store" in g["flows.runner"] and "flows.src_iterate" in g["cli.main"]
 
 
 def test_no_import_circles():

@@ -1,5 +1,5 @@
 """A stage reads only the config it declares, and its cache key hashes exactly that
-(infra/reads.py). The pipeline tests run every stage through `declared`, so a stage that reads
+(infra/reads.py). The pipeline tests run every stage through `StageConfig`, so a stage that reads
 an undeclared section fails them; these tests check the mechanism itself.
 
 Run: .venv/bin/python -m pytest -q tests/unit/test_reads.py
@@ -7,24 +7,38 @@ Run: .venv/bin/python -m pytest -q tests/unit/test_reads.py
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from data.config import load_config
 from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
-from infra.reads import UndeclaredRead, declared, signature
+from tools.config_walk import Walk
+from infra.reads import StageConfig, UndeclaredRead, project, signature
 
 TASKS = (world, evaluate, sft, scorer, search, score, curate, dpo, report)
 
 
 def test_declared_sections_and_fields_read_others_raise():
     cfg = load_config("configs/smoke.yaml")
-    c = declared(cfg, ("search", "iterate.prompts_per_iteration"), "search")
+    c = StageConfig(cfg.model_dump(mode="json"), ("search", "iterate.prompts_per_iteration"), "search")
     assert c.search.beams == cfg.search.beams and c.iterate.prompts_per_iteration == cfg.iterate.prompts_per_iteration
     assert c.runtime.num_threads == cfg.runtime.num_threads and c.seed == cfg.seed  # always readable
     with pytest.raises(UndeclaredRead, match="'dpo'.*READS"):
         _ = c.dpo
     with pytest.raises(UndeclaredRead, match="iterate.iterations is read but not declared"):
         _ = c.iterate.iterations
+
+
+def test_a_stage_is_handed_only_the_sections_it_declares():
+    cfg = load_config("configs/smoke.yaml", ["dpo.beta=0.3"])
+    view = project(cfg, dpo.READS)
+    assert set(view) == {"seed", "dpo", "model", "runtime", "tracking"} and view["dpo"]["beta"] == 0.3
+    assert set(project(cfg, search.READS)) == {"seed", "search", "model", "iterate", "runtime", "tracking"}
+    c = StageConfig(project(cfg, search.READS), search.READS, "search")  # what a stage function gets
+    assert c.search.beams == cfg.search.beams and c.seed == cfg.seed
+    with pytest.raises(UndeclaredRead, match="'dpo'"):
+        _ = c.dpo
 
 
 def test_the_key_hashes_what_is_declared_and_nothing_else():
@@ -50,3 +64,21 @@ def test_a_stage_that_reads_an_undeclared_section_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(world, "READS", ("scorer.n_train_items",))
     with pytest.raises(UndeclaredRead, match="stage 'world' reads config section 'data'"):
         world.build_world(cfg, tmp_path)
+
+
+def test_the_config_walk_counts_where_the_dpo_settings_travel():
+    """tools/config_walk.py's hook, on real calls: a stage handed its projection carries the DPO
+    settings only when it declares them; a call from a lower layer up to a higher one climbs."""
+    cfg = load_config("configs/smoke.yaml")
+    walk = Walk(None)
+    walk.started = True
+    sys.setprofile(walk.hook)
+    try:
+        StageConfig(project(cfg, dpo.READS), dpo.READS, "dpo")
+        StageConfig(project(cfg, search.READS), search.READS, "search")  # no dpo section: not a visit
+        signature(cfg, curate.READS)
+    finally:
+        sys.setprofile(None)
+    assert walk.places == {"infra/reads.py:StageConfig.__init__": 1, "infra/reads.py:project": 2,
+                           "infra/reads.py:signature": 1}
+    assert not walk.climbs  # called from tests/, which is no layer

@@ -1,12 +1,14 @@
-"""The stage runner: how the SRC recipe (flows/pipeline.py) calls a stage.
+"""The stage runner: how the SRC recipe (flows/pipeline.py) calls a stage. It lives with the
+flows, above tasks/: it calls the stage functions a stage module hands it.
 
 A stage module of tasks/ declares what it is: `STAGE`, `VERSION`, `READS` (the config it
 reads, infra/reads.py), `BUILD` (its logic: a plain function of the config, its output folder
 and its input references) and `TASK` (that function as a cached Prefect task); where its key
 needs more than its inputs' digests, `key_parts(cfg, **refs) -> (extra, inputs)`. The
-runner builds each key from those declarations alone, runs the stage (its Prefect task inside
-a flow; the plain function through the store in `make stages`), reuses a finished output
-(resume), and records the wall time of each call and the stage's own build time.
+runner builds each key from those declarations alone, hands each stage function only the
+sections of the config it declares (`infra.reads.project`), runs the stage (its Prefect task
+inside a flow; the plain function through the store in `make stages`), reuses a finished
+output (resume), and records the wall time of each call and the stage's own build time.
 """
 
 from __future__ import annotations
@@ -17,21 +19,8 @@ from types import ModuleType
 from typing import Any
 
 from data.config import SRCConfig
-from infra.reads import signature
-from infra.store import lookup, produce, stage_key
-
-
-def digests(refs: dict[str, Any]) -> dict[str, Any]:
-    """A stage's inputs as its key hashes them: a reference by its digest, a list of them by
-    theirs, a plain value (an iteration number) as it is; None is left out."""
-    def one(v: Any) -> Any:
-        if isinstance(v, dict) and "digest" in v:
-            return v["digest"]
-        if isinstance(v, list):
-            return [one(x) for x in v]
-        return v
-
-    return {k: one(v) for k, v in refs.items() if v is not None}
+from infra.reads import project, signature
+from infra.store import digests, lookup, produce, stage_key
 
 
 @dataclass
@@ -49,18 +38,18 @@ class StageRunner:
         """The stage's key: the config it declares it reads, its inputs' digests (and what its
         `key_parts` adds), its version and the seed."""
         parts = getattr(module, "key_parts", None)
-        extra, inputs = parts(self.cfg, **refs) if parts else ({}, digests(refs))
+        extra, inputs = parts(project(self.cfg, module.READS), **refs) if parts else ({}, digests(refs))
         return stage_key(module.STAGE, module.VERSION, {**signature(self.cfg, module.READS), **extra},
                          inputs, self.cfg.seed)
 
     def __call__(self, module: ModuleType, **refs: Any) -> dict:
-        key = self.key(module, **refs)
+        key, cfg = self.key(module, **refs), project(self.cfg, module.READS)
         t = time.time()
         if self.prefect:  # Prefect's cache knows the key; the store knows whether the files are there
             task = module.TASK if lookup(module.STAGE, key) else module.TASK.with_options(refresh_cache=True)
-            ref = task(key=key, cfg=self.cfg_dict, **refs)
+            ref = task(key=key, cfg=cfg, **refs)
         else:
-            ref = produce(module.STAGE, key, lambda out: module.BUILD(self.cfg_dict, out=out, key=key, **refs))
+            ref = produce(module.STAGE, key, lambda out: module.BUILD(cfg, out=out, key=key, **refs))
         built = (ref.get("created") or 0) >= t  # False: reused from the store / Prefect cache
         self.calls.append({"stage": module.STAGE, "call_seconds": time.time() - t, "built": built,
                            "build_seconds": (ref.get("build_seconds") or 0.0) if built else 0.0})
