@@ -121,22 +121,19 @@ class Run:
         self.results.append(log_iteration(self.tracker, self.parent, t, refs))
         self.shown.append({"iteration": t, "metrics": self.results[-1]["metrics"], **refs})
 
-    def graded_by(self) -> str:
+    def measured_by(self) -> str | None:
         """Who graded the held-out consistency and factuality (the last evaluation says)."""
-        return self._measured_by() or "not measured (no scene facts, no teacher)"
-
-    def _measured_by(self) -> str | None:
         return (json.loads((Path(self.shown[-1]["eval"]["path"]) / METRICS_FILE).read_text()).get("measured_by")
                 if self.shown else None)
 
     def finish(self, chain: list[dict]) -> dict:
         """The report, the final metrics and the summary: what `src run` prints and returns."""
-        cfg = self.cfg
+        cfg, measured_by = self.cfg, self.measured_by()
         facts = {"config digest": digest(self.stage.cfg_dict)[:12], "base model": cfg.model.base,
                  "R-Scorer": f"{cfg.scorer.model} ({cfg.scorer.mode})",
                  "calibration prompts per iteration": str(cfg.iterate.prompts_per_iteration),
                  "candidates per prompt": str(cfg.search.n_candidates),
-                 "consistency and factuality graded by": self.graded_by()}
+                 "consistency and factuality graded by": measured_by or "not measured (no scene facts, no teacher)"}
         page = self(report, world=self.w, base_eval=self.eb, iterations=self.shown,
                     base_metrics=self.base_metrics, facts=facts)
         folder = Path(page["path"])
@@ -161,7 +158,7 @@ class Run:
                 "timing": timing, "chain": [r["path"] for r in chain], "base_metrics": self.base_metrics,
                 "tracking_uri": uri, "experiment_id": self.tracker.experiment_id,
                 "base_table": format_table(base_summary), "report": str(folder / "report.html"),
-                "measured_by": self._measured_by(), "rejected": self.w["meta"].get("rejected", {}),
+                "measured_by": measured_by, "rejected": self.w["meta"].get("rejected", {}),
                 "rejected_report": str(Path(self.w["path"]) / world.REJECTED)}
 
 

@@ -35,7 +35,7 @@ from importlib import resources
 from typing import Any
 
 from data.scoring import claim_holds, implied_answer
-from tools.serve import JSONHandler
+from tools.json_http import JSONHandler
 
 NAME = "fake-teacher"
 

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from tools.json_http import JSONHandler
+
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
     return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
@@ -83,18 +85,6 @@ class ChatModel:
             gen = self.model.generate(**batch, max_new_tokens=int(request.get("max_tokens") or 128),
                                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **kw)
         return tok.decode(gen[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-
-
-class JSONHandler(BaseHTTPRequestHandler):
-    """A request handler that answers in JSON (this server's and tools/fake_teacher.py's)."""
-
-    def send_json(self, code: int, obj: dict[str, Any]) -> None:
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
 
 def make_handler(chat: ChatModel) -> type[BaseHTTPRequestHandler]:
