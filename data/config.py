@@ -163,16 +163,15 @@ class ScorerConfig(Section):
     reader_train_steps: int = Field(600, ge=1, description="scorer.reader=distill: reader SFT steps")
     distill_rationale_claims: int = Field(1000, ge=0, description="distillation: scorer-split records whose gold "
                                           "rationale's sentences the teacher also checks (true claims); 0 = none")
-    distill_prompts: int = Field(0, ge=0, description="distillation: prompts of the first iteration's "
-                                 "candidates sent to the teacher; 0 = all")
+    distill_prompts: int = Field(0, ge=0, description="distillation: iteration 1's prompts sent to the teacher; 0 = all")
+    distill_twins: bool = Field(True, description="distillation: the teacher also labels a one-word twin of each claim")
 
     @model_validator(mode="after")
     def _check_claims(self) -> "ScorerConfig":
         if self.reader == "distill" and self.model != "distill":
             raise ValueError("scorer.reader=distill distils the reader with the judge: set scorer.model=distill")
         if self.model == "distill" and self.mode != "claims":
-            raise ValueError("scorer.model=distill distils a claim checker and a reader from the teacher: "
-                             "set scorer.mode=claims")
+            raise ValueError("scorer.model=distill distils a claim checker and a reader from the teacher: set scorer.mode=claims")
         if self.mode == "claims" and not self.reader and self.model != "oracle":
             raise ValueError("scorer.mode=claims reads each candidate's implied answer with the reader: "
                              "set scorer.reader (builtin, a folder or a hub id)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,39 @@ def _ask(client: TeacherClient, requests: list, what: str, progress: Progress, l
                                  f"failed after {client.cfg.retries} retries (last: {failed[-1]}); the "
                                  f"{len(requests) - len(failed)} answers are cached: re-run to ask only the rest")
     return [r for r, _ in got]
+
+
+def _words(claim: str) -> list[str]:
+    return re.findall(r"[\w'-]+|[^\w\s]", claim)
+
+
+def twin_rows(rows: Sequence[dict], seed: int = 0) -> list[dict]:
+    """For each claim row, a minimal twin: one word replaced by another word that some claim
+    of `rows` has between the same two neighbours ('a red circle' -> 'a green circle', 'left of'
+    -> 'right of', '2 objects' -> '3 objects'), for the teacher to label. A checker that sees a
+    claim next to its twin learns which word the verdict turns on, not a sentence's look. Rows
+    with no such word get none. No library makes data-driven one-word substitutions: by hand."""
+    toks = [_words(r["claim"]) for r in rows]
+    slots: dict[tuple[str, str], set[str]] = {}
+    for w in toks:
+        ctx = ["<s>", *(x.lower() for x in w), "</s>"]
+        for i, x in enumerate(w):
+            slots.setdefault((ctx[i], ctx[i + 2]), set()).add(x)
+    out, seen = [], {(r["id"], r["claim"]) for r in rows}
+    for r, w in zip(rows, toks):
+        ctx = ["<s>", *(x.lower() for x in w), "</s>"]
+        opts = [(i, sorted(slots[(ctx[i], ctx[i + 2])] - {x})) for i, x in enumerate(w) if x[0].isalnum()]
+        opts = [(i, alt) for i, alt in opts if alt]
+        if not opts:
+            continue
+        rng = random.Random(f"twin/{seed}/{r['id']}/{r['claim']}")
+        i, alt = rng.choice(opts)
+        words = [*w[:i], rng.choice(alt), *w[i + 1:]]
+        claim = re.sub(r" ([^\w\s'-])", r"\1", " ".join(words))
+        if (r["id"], claim) not in seen:
+            seen.add((r["id"], claim))
+            out.append({**r, "claim": claim})
+    return out
 
 
 def claim_rows(cands: Sequence[dict], images: dict[str, Any]) -> list[dict]:

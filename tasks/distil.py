@@ -18,13 +18,14 @@ from infra.common import log, progress_logger, stage_task
 from infra.store import produce, state_dir, write_json
 from infra.reads import StageConfig
 from models.distill import (
-    ask_claims, ask_reads, claim_rows, read_rows, sample_prompts, teacher_agreement,
+    ask_claims, ask_reads, claim_rows, read_rows, sample_prompts, teacher_agreement, twin_rows,
     train_student_checker, train_student_reader,
 )
 from models.teacher import TeacherClient
 
 # 2: the gold rationales of scorer.distill_rationale_claims scorer-split records are checked too
-STAGE, VERSION = "distil", 2
+# 3: and a one-word twin of every claim (scorer.distill_twins)
+STAGE, VERSION = "distil", 3
 READS = ("scorer", "teacher", "model.device", "data.world")  # the config this stage reads (infra/reads.py)
 
 
@@ -44,6 +45,8 @@ def build_distil(cfg_dict: dict, candidates: dict, world: dict, out: Path, key: 
     asked = claim_rows(cands, images) + claim_rows(
         [{"prompt_id": r["id"], "text": r["response"], "choices": r.get("choices"), "reference": r.get("reference")}
          for r in gold], images)
+    if cfg.scorer.distill_twins:  # what the verdict turns on: a claim next to its one-word twin
+        asked += twin_rows(asked, cfg.seed)
     claims = ask_claims(client, asked, progress_logger("teacher claims"))
     want_reader = cfg.scorer.reader == "distill"
     reads = ask_reads(client, read_rows(cands, images), progress_logger("teacher reads")) if want_reader else []

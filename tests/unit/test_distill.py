@@ -10,11 +10,11 @@ import time
 import pytest
 
 from data.config import DataConfig, TeacherConfig, load_config
-from data.scoring import format_choices
+from data.scoring import claim_holds, format_choices
 from data.shapes import generate
 from models.distill import (
     ask_claims, ask_reads, claim_rows, held_out, implied, load_init, merged, p_yes, read_rows,
-    train_student_checker, train_student_reader,
+    train_student_checker, train_student_reader, twin_rows,
 )
 from models.teacher import TeacherClient, TeacherUnavailable
 from tools.fake_teacher import FakeTeacher, scene_index, start_server
@@ -132,3 +132,21 @@ def test_lora_on_the_init_trains_adapters_only_and_merges_back_to_the_plain_mode
     assert trainable and all("lora_" in n for n in trainable)
     plain = merged(model)
     assert not any("lora_" in n for n, _ in plain.named_parameters())
+
+
+def test_a_claims_twin_changes_one_word_and_often_its_truth(served):
+    """Twins of the gold rationales' claims: one word replaced by one that another claim has
+    between the same neighbours; the teacher labels them, and many of them are false."""
+    rows = claim_rows(cands(), {r["id"]: r["image"] for r in RECS})
+    twins = twin_rows(rows, seed=0)
+    assert len(twins) > len(rows) // 2 and twin_rows(rows, seed=0) == twins  # deterministic
+    by = {(r["id"], r["claim"]) for r in rows}
+    facts = {r["id"]: r["facts"] for r in RECS}
+    for t in twins:
+        assert (t["id"], t["claim"]) not in by and t["reference"] == next(r["reference"] for r in rows if r["id"] == t["id"])
+        assert any(sum(a != b for a, b in zip(t["claim"].split(), r["claim"].split())) == 1
+                   for r in rows if r["id"] == t["id"] and len(r["claim"].split()) == len(t["claim"].split()))
+    assert all(claim_holds(r["claim"], facts[r["id"]]) for r in rows)  # gold: true
+    assert sum(not claim_holds(t["claim"], facts[t["id"]]) for t in twins) > len(twins) // 2
+    labelled = ask_claims(served(), twins)
+    assert len(labelled) == len(twins) and sum(c["holds"] for c in labelled) < len(twins) // 2
