@@ -176,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8012)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="overrides of every --config, as `src run` takes them (seed=1: that seed's scenes)")
     args = ap.parse_args(argv)
     index: dict[str, dict] = {}
     for c in args.config:
-        index.update(config_index(c))
+        index.update(config_index(c, args.set))
     if args.examples:
         index.update(examples_index(*(int(x) for x in args.examples.split(","))))
     if not index:
