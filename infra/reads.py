@@ -77,7 +77,8 @@ class StageConfig:
                                  "does not declare in READS: declare it (it then joins the stage's cache key)")
         value = _section(name, json.dumps(self._cfg.get(name, {}), sort_keys=True))
         if name in self._fields and name not in self._whole:
-            return _Fields(value, self._fields[name], f"stage {self._stage!r}: {name}")
+            value = _Fields(value, self._fields[name], f"stage {self._stage!r}: {name}")
+        self.__dict__[name] = value  # the next read of it is a plain attribute
         return value
 
 
