@@ -240,6 +240,10 @@ def train_student_checker(cfg, claims: Sequence[dict], out: Path, world: str, pr
     train = [c for c in claims if not held_out(c["id"])]
     held = [c for c in claims if held_out(c["id"])]
     train = balance(train, cfg.seed) or train  # the policy's sentences are mostly one kind
+    # a prompt's claims (and their twins) side by side: train_checker keeps adjacent records of
+    # one prompt in one batch, so a claim is learned against its twin (factual marks vs exact
+    # on the built-in world's candidates: 0.867 -> 0.932 on seed 0, 0.810 -> 0.848 on seed 1)
+    train.sort(key=lambda c: str(c["id"]))
     if not train:
         raise ValueError("the teacher labelled no claim of the candidates: nothing to distil a checker from")
     model, tok = load_init(s.init, cfg.model.device, s.lora_r)

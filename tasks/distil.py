@@ -24,7 +24,7 @@ from models.distill import (
 from models.teacher import TeacherClient
 
 # 2: the gold rationales of scorer.distill_rationale_claims scorer-split records are checked too
-# 3: and a one-word twin of every claim (scorer.distill_twins)
+# 3: and a one-word twin of every claim (scorer.distill_twins); a prompt's claims train in one batch
 STAGE, VERSION = "distil", 3
 READS = ("scorer", "teacher", "model.device", "data.world")  # the config this stage reads (infra/reads.py)
 
