@@ -34,16 +34,19 @@ class StageRunner:
     def __post_init__(self) -> None:
         self.cfg_dict = self.cfg.model_dump(mode="json")
 
-    def key(self, module: ModuleType, **refs: Any) -> str:
+    def key(self, module: ModuleType, view: dict | None = None, **refs: Any) -> str:
         """The stage's key: the config it declares it reads, its inputs' digests (and what its
-        `key_parts` adds), its version and the seed."""
+        `key_parts` adds, given `view`, the stage's projection of the config), its version and the seed."""
         parts = getattr(module, "key_parts", None)
-        extra, inputs = parts(project(self.cfg, module.READS), **refs) if parts else ({}, digests(refs))
+        if parts and view is None:
+            view = project(self.cfg, module.READS)
+        extra, inputs = parts(view, **refs) if parts else ({}, digests(refs))
         return stage_key(module.STAGE, module.VERSION, {**signature(self.cfg, module.READS), **extra},
                          inputs, self.cfg.seed)
 
     def __call__(self, module: ModuleType, **refs: Any) -> dict:
-        key, cfg = self.key(module, **refs), project(self.cfg, module.READS)
+        cfg = project(self.cfg, module.READS)
+        key = self.key(module, cfg, **refs)
         t = time.time()
         if self.prefect:  # Prefect's cache knows the key; the store knows whether the files are there
             task = module.TASK if lookup(module.STAGE, key) else module.TASK.with_options(refresh_cache=True)

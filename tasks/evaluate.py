@@ -26,11 +26,6 @@ STAGE, VERSION = "evaluate", 3
 READS = ("eval", "model", "teacher", "data.world")  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
-def grader(cfg) -> str:
-    """Who grades consistency and factuality (data.config.EvalConfig.grader)."""
-    return cfg.eval.grader(cfg.data.world, cfg.teacher)
-
-
 def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: Path, key: str = "") -> dict:
     cfg = StageConfig(cfg_dict, READS, STAGE)
     model, processor = load_policy(cfg, base, chain)
@@ -38,7 +33,7 @@ def build_eval(cfg_dict: dict, base: dict, chain: list[dict], world: dict, out: 
     if cfg.eval.max_questions:
         records = records[: cfg.eval.max_questions]
     grade = None
-    if bool(chain) and grader(cfg) == "teacher" and not all(r.get("facts") for r in records):
+    if bool(chain) and cfg.eval.grader(cfg.data.world, cfg.teacher) == "teacher" and not all(r.get("facts") for r in records):
         client = TeacherClient(cfg.teacher, cache_dir=state_dir() / "teacher-cache")
         grade = (f"teacher {cfg.teacher.model}",
                  lambda rows, recs: grade_rows(client, rows, recs, progress_logger("eval teacher")))
@@ -58,7 +53,8 @@ def eval_task(key: str, cfg: dict, base: dict, chain: list[dict], world: dict) -
 
 def key_parts(cfg, **refs) -> tuple[dict, dict]:
     """Who grades is part of the key (whether teacher.endpoint is set is not, being a runtime knob)."""
-    return {"graded_by": grader(StageConfig(cfg, READS, STAGE))}, digests(refs)
+    c = StageConfig(cfg, READS, STAGE)
+    return {"graded_by": c.eval.grader(c.data.world, c.teacher)}, digests(refs)
 
 
 BUILD, TASK = build_eval, eval_task  # the stage's logic, and it as a cached Prefect task (flows/runner.py)
