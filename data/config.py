@@ -181,10 +181,12 @@ class ScorerConfig(Section):
 class CurationConfig(Section):
     delta: float = Field(0.2, ge=0.0, le=1.0, description="minimum s_chosen - s_rejected")
     require_correct_chosen: bool = Field(True, description="drop prompts whose chosen is wrong")
-    require_supported_chosen: bool = Field(True, description="with a reader: only a supported "
-                                           "candidate may be chosen")
-    require_factual_chosen: bool = Field(False, description="with the claims judge's marks: only a "
-                                         "candidate marked factual may be chosen")
+    require_supported_chosen: bool | Literal["prefer"] = Field(
+        True, description="with a reader: only a supported candidate may be chosen (a prompt with none "
+        "is dropped); 'prefer': chosen among the supported where any is, else among all")
+    require_factual_chosen: bool | Literal["prefer"] = Field(
+        False, description="with the claims judge's marks: only a candidate marked factual may be "
+        "chosen (a prompt with none is dropped); 'prefer': among the factual where any is, else all")
     balance_answers: bool = Field(False, description="scale pair weights so every chosen answer "
                                   "carries the same total weight (data.curation.balance_weights)")
     rejected: Literal["lowest", "likeliest", "nearest"] = Field(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -203,6 +203,8 @@ class CurationResult:
     n_prompts: int
     kept: int
     kept_frac: float
+    # with require_*_chosen = "prefer": prompts kept although no candidate had the mark
+    fell_back: dict[str, int] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """Slash-grouped numbers for the tracker: `curate/kept_frac`, `curate/dropped/<reason>`."""
@@ -211,6 +213,7 @@ class CurationResult:
                "curate/kept_frac": self.kept_frac,
                "curate/mean_weight": sum(w) / len(w) if w else float("nan")}
         out.update({f"curate/dropped/{k}": float(v) for k, v in self.dropped.items()})
+        out.update({f"curate/fell_back/{k}": float(v) for k, v in self.fell_back.items()})
         return out
 
 
@@ -294,18 +297,20 @@ def _pick_answer_only(ans: dict[int, str | None], parsable: list[int], gold: str
 
 def _pick_judged(ans: dict[int, str | None], parsable: list[int], s: dict[int, float],
                  sup: dict[int, bool | None], fact: dict[int, bool | None], gold: str | None,
-                 recs: list[dict[str, Any]], cfg: CurationConfig) -> Pick:
+                 recs: list[dict[str, Any]], cfg: CurationConfig, fell_back: list[str]) -> Pick:
     """The judge's pick (see `curate`): the best eligible candidate, and the rejected by
-    cfg.rejected among those at least cfg.delta below it."""
+    cfg.rejected among those at least cfg.delta below it. A requirement set to "prefer" that
+    no candidate meets is appended to `fell_back` instead of dropping the prompt."""
     eligible = parsable
-    if cfg.require_supported_chosen:
-        eligible = [k for k in parsable if sup.get(k) is not False]
-        if not eligible:
-            return "chosen_unsupported"
-    if cfg.require_factual_chosen:
-        eligible = [k for k in eligible if fact.get(k) is not False]
-        if not eligible:
-            return "chosen_not_factual"
+    for need, marks, reason in ((cfg.require_supported_chosen, sup, "chosen_unsupported"),
+                                (cfg.require_factual_chosen, fact, "chosen_not_factual")):
+        marked = [k for k in eligible if marks.get(k) is not False]
+        if need and not marked:
+            if need != "prefer":
+                return reason
+            fell_back.append(reason)  # none has the mark: the prompt stays, chosen from the rest
+        elif need:
+            eligible = marked
     chosen = min(eligible, key=lambda k: (-s[k], k))
     rejected = min((k for k in ans if k != chosen), key=lambda k: (s[k], k))
     below = [k for k in ans if k != chosen and s[chosen] - s[k] + _EPS >= cfg.delta]
@@ -330,7 +335,9 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
     Chosen = argmax s over parsable candidates, rejected = argmin s over the others (ties ->
     lowest cand_idx). With cfg.require_supported_chosen and a `supported` column, chosen is the
     argmax over the parsable candidates whose `supported` is true (a missing value counts as
-    unread, so allowed); a prompt with none is dropped as chosen_unsupported. That is how a
+    unread, so allowed); a prompt with none is dropped as chosen_unsupported (with "prefer",
+    kept and chosen from all, counted in `fell_back`; the same for require_factual_chosen and
+    chosen_not_factual). That is how a
     right answer the rationale does not imply stays out of the chosen side, whatever the
     judge's score. cfg.rejected == "likeliest" takes the rejected from the candidates scored at
     least cfg.delta below the chosen: an unsupported one first, then the highest mean_logprob
@@ -357,6 +364,7 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
     judged = {} if answer_only else _judge_scores(pair_rows, point_rows, cands, cfg.weighting)
     fields = [f for f in prompt_fields if f in cands.columns and f != "prompt_id"]
     dropped = dict.fromkeys(DROP_REASONS, 0)
+    fell_back: dict[str, int] = {}
     pairs: list[PreferencePair] = []
     chosen_answers: list[str] = []
     scores: list[CandidateScore] = []
@@ -378,11 +386,14 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
         if len(parsable) < 2:
             dropped["unparsable"] += 1
             continue
+        missed: list[str] = []
         picked = (_pick_answer_only(ans, parsable, gold, recs) if answer_only
-                  else _pick_judged(ans, parsable, s, sup, fact, gold, recs, cfg))
+                  else _pick_judged(ans, parsable, s, sup, fact, gold, recs, cfg, missed))
         if isinstance(picked, str):  # a drop reason
             dropped[picked] += 1
             continue
+        for reason in missed:
+            fell_back[reason] = fell_back.get(reason, 0) + 1
         chosen, rejected, weight = picked
         text = {r["cand_idx"]: r["text"] for r in recs}
         chosen_answers.append(ans[chosen])
@@ -397,4 +408,4 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
     kept = len(pairs)
     assert kept + sum(dropped.values()) == n_prompts
     return CurationResult(pairs=pairs, dropped=dropped, scores=scores, n_prompts=n_prompts,
-                          kept=kept, kept_frac=kept / n_prompts if n_prompts else 0.0)
+                          kept=kept, kept_frac=kept / n_prompts if n_prompts else 0.0, fell_back=fell_back)

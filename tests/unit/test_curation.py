@@ -235,6 +235,28 @@ def test_only_a_candidate_marked_factual_is_chosen_when_asked():
     assert curate(c, CONFIDENT, CurationConfig()).pairs[0]["chosen_idx"] == 0  # off by default
 
 
+def test_prefer_restricts_the_chosen_where_it_can_and_keeps_the_prompt_where_it_cannot():
+    # s0 = 0.95, s1 = 0.40, s2 = 0.15
+    prefer = CurationConfig(require_supported_chosen="prefer", require_factual_chosen="prefer")
+    # one supported and factual candidate: it is chosen, as with the hard requirement
+    c = cands("p0", ["red", "red", "red"], supported=[False, True, True], factual=[True, True, False])
+    res = curate(c, CONFIDENT, prefer)
+    assert res.pairs[0]["chosen_idx"] == 1 and res.fell_back == {}
+    # none supported: the hard requirement drops the prompt, "prefer" keeps the judge's pick
+    # and still applies the factual one (0 is not factual, 1 is), counting what it gave up
+    c = cands("p0", ["red", "red", "red"], supported=[False, False, False], factual=[False, True, None])
+    assert curate(c, CONFIDENT, CurationConfig()).dropped["chosen_unsupported"] == 1
+    res = curate(c, CONFIDENT, prefer)
+    assert (res.pairs[0]["chosen_idx"], res.pairs[0]["rejected_idx"]) == (1, 2)
+    assert res.fell_back == {"chosen_unsupported": 1}
+    assert res.metrics()["curate/fell_back/chosen_unsupported"] == 1.0
+    # neither mark anywhere: the judge's favourite, both counted
+    c = cands("p0", ["red", "red", "red"], supported=[False] * 3, factual=[False] * 3)
+    res = curate(c, CONFIDENT, prefer)
+    assert res.pairs[0]["chosen_idx"] == 0
+    assert res.fell_back == {"chosen_unsupported": 1, "chosen_not_factual": 1}
+
+
 def test_nearest_rejected_is_the_best_of_those_delta_below():
     # s0 = 0.95, s1 = 0.40, s2 = 0.15: both are >= 0.2 below; the nearest is 1 (margin 0.55)
     cfg = CurationConfig(rejected="nearest", require_correct_chosen=False)
