@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from data.config import SRCConfig
-from infra.reads import project, signature
+from infra.reads import project, reads_of, signature
 from infra.store import digests, lookup, produce, stage_key
 
 
@@ -38,14 +38,15 @@ class StageRunner:
         """The stage's key: the config it declares it reads, its inputs' digests (and what its
         `key_parts` adds, given `view`, the stage's projection of the config), its version and the seed."""
         parts = getattr(module, "key_parts", None)
+        reads = reads_of(module, self.cfg_dict)
         if parts and view is None:
-            view = project(self.cfg, module.READS)
+            view = project(self.cfg, reads)
         extra, inputs = parts(view, **refs) if parts else ({}, digests(refs))
-        return stage_key(module.STAGE, module.VERSION, {**signature(self.cfg, module.READS), **extra},
+        return stage_key(module.STAGE, module.VERSION, {**signature(self.cfg, reads), **extra},
                          inputs, self.cfg.seed)
 
     def __call__(self, module: ModuleType, **refs: Any) -> dict:
-        cfg = project(self.cfg, module.READS)
+        cfg = project(self.cfg, reads_of(module, self.cfg_dict))
         key = self.key(module, cfg, **refs)
         t = time.time()
         if self.prefect:  # Prefect's cache knows the key; the store knows whether the files are there

@@ -25,6 +25,14 @@ ALWAYS = frozenset({"runtime", "tracking"})  # `seed` is no section: always read
 SECTIONS = frozenset(SRCConfig.model_fields) - {"seed"}
 
 
+def reads_of(module: Any, cfg: dict[str, Any]) -> Sequence[str]:
+    """What a stage module reads of one config (a dump, or the stage's projection of it): its
+    `reads(cfg)` where it declares one (a stage whose reads depend on a setting: tasks/sft.py
+    reads `teacher` only where the teacher writes the rationales), else its `READS`."""
+    narrow = getattr(module, "reads", None)
+    return narrow(cfg) if narrow else module.READS
+
+
 class UndeclaredRead(RuntimeError):
     """A stage read a config section or field that its task module's READS leaves out. Not an
     AttributeError: `getattr(cfg, name, default)` must not turn it into a silent default."""

@@ -14,7 +14,7 @@ import pytest
 from data.config import load_config
 from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
 from tools.config_walk import Walk
-from infra.reads import StageConfig, UndeclaredRead, project, signature
+from infra.reads import StageConfig, UndeclaredRead, project, reads_of, signature
 
 TASKS = (world, evaluate, sft, scorer, search, score, curate, dpo, report)
 
@@ -82,3 +82,17 @@ def test_the_config_walk_counts_where_the_dpo_settings_travel():
     assert walk.places == {"infra/reads.py:StageConfig.__init__": 1, "infra/reads.py:project": 2,
                            "infra/reads.py:signature": 1}
     assert not walk.climbs  # called from tests/, which is no layer
+
+
+def test_stage_1_hashes_the_teacher_only_where_the_teacher_writes_the_rationales():
+    teacher = ["teacher.endpoint=http://127.0.0.1:9/v1", "teacher.model=t"]
+    plain, taught = load_config("configs/smoke.yaml"), load_config("configs/smoke.yaml", teacher)
+
+    def key(c):
+        return signature(c, reads_of(sft, c.model_dump(mode="json")))
+
+    assert key(taught) == key(plain)  # a teacher set for distillation or grading: stage 1 is reused
+    assert "teacher" not in project(taught, reads_of(sft, taught.model_dump(mode="json")))
+    a = load_config("configs/smoke.yaml", [*teacher, "rationale_sft.source=teacher"])
+    b = load_config("configs/smoke.yaml", [*teacher, "rationale_sft.source=teacher", "teacher.model=u"])
+    assert key(a) != key(b) and key(a) != key(plain)  # the teacher writes them: its model is in the key
