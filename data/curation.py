@@ -337,9 +337,8 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
     argmax over the parsable candidates whose `supported` is true (a missing value counts as
     unread, so allowed); a prompt with none is dropped as chosen_unsupported (with "prefer",
     kept and chosen from all, counted in `fell_back`; the same for require_factual_chosen and
-    chosen_not_factual). That is how a
-    right answer the rationale does not imply stays out of the chosen side, whatever the
-    judge's score. cfg.rejected == "likeliest" takes the rejected from the candidates scored at
+    chosen_not_factual). That is how a right answer the rationale does not imply stays out of
+    the chosen side, whatever the judge's score. cfg.rejected == "likeliest" takes the rejected from the candidates scored at
     least cfg.delta below the chosen: an unsupported one first, then the highest mean_logprob
     (the negative the policy actually produces; measured on the built-in world, this and the
     reader's verdict together reach the exact scorer's DPO gain when the reader is exact).
