@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from data.config import SRCConfig
-from infra.reads import project, reads_of, signature
+from infra.reads import project, signature
 from infra.store import digests, lookup, produce, stage_key
 
 
@@ -33,21 +33,26 @@ class StageRunner:
 
     def __post_init__(self) -> None:
         self.cfg_dict = self.cfg.model_dump(mode="json")
+        self._views: dict[str, dict] = {}
 
-    def key(self, module: ModuleType, view: dict | None = None, **refs: Any) -> str:
+    def view(self, module: ModuleType) -> dict:
+        """The stage's projection of the config (`infra.reads.project`), made once per stage: its
+        key and its function are handed the same one."""
+        if module.STAGE not in self._views:
+            self._views[module.STAGE] = project(self.cfg, module.READS)
+        return self._views[module.STAGE]
+
+    def key(self, module: ModuleType, **refs: Any) -> str:
         """The stage's key: the config it declares it reads, its inputs' digests (and what its
-        `key_parts` adds, given `view`, the stage's projection of the config), its version and the seed."""
+        `key_parts` adds, given the stage's projection of the config), its version and the seed."""
         parts = getattr(module, "key_parts", None)
-        reads = reads_of(module, self.cfg_dict)
-        if parts and view is None:
-            view = project(self.cfg, reads)
-        extra, inputs = parts(view, **refs) if parts else ({}, digests(refs))
-        return stage_key(module.STAGE, module.VERSION, {**signature(self.cfg, reads), **extra},
+        extra, inputs = parts(self.view(module), **refs) if parts else ({}, digests(refs))
+        return stage_key(module.STAGE, module.VERSION, {**signature(self.cfg, module.READS), **extra},
                          inputs, self.cfg.seed)
 
     def __call__(self, module: ModuleType, **refs: Any) -> dict:
-        cfg = project(self.cfg, reads_of(module, self.cfg_dict))
-        key = self.key(module, cfg, **refs)
+        cfg = self.view(module)
+        key = self.key(module, **refs)
         t = time.time()
         if self.prefect:  # Prefect's cache knows the key; the store knows whether the files are there
             task = module.TASK if lookup(module.STAGE, key) else module.TASK.with_options(refresh_cache=True)

@@ -25,22 +25,36 @@ ALWAYS = frozenset({"runtime", "tracking"})  # `seed` is no section: always read
 SECTIONS = frozenset(SRCConfig.model_fields) - {"seed"}
 
 
-def reads_of(module: Any, cfg: dict[str, Any]) -> Sequence[str]:
-    """What a stage module reads of one config (a dump, or the stage's projection of it): its
-    `reads(cfg)` where it declares one (a stage whose reads depend on a setting: tasks/sft.py
-    reads `teacher` only where the teacher writes the rationales), else its `READS`."""
-    narrow = getattr(module, "reads", None)
-    return narrow(cfg) if narrow else module.READS
-
-
 class UndeclaredRead(RuntimeError):
     """A stage read a config section or field that its task module's READS leaves out. Not an
     AttributeError: `getattr(cfg, name, default)` must not turn it into a silent default."""
 
 
-def _check(reads: Sequence[str]) -> tuple[set[str], dict[str, set[str]]]:
+Read = str | tuple[str, str, Any]  # "section", "section.field", or (section, "section.field", value)
+
+
+def _conditions(reads: Sequence[Read]) -> list[tuple[str, str]]:
+    """(section, field) of each field a conditional read depends on."""
+    return [tuple(r[1].split(".", 1)) for r in reads if not isinstance(r, str)]
+
+
+def _when(reads: Sequence[Read], values: dict[tuple[str, str], Any]) -> list[str]:
+    """The reads that apply, given the values of the fields the conditional ones name: a read
+    (section, "section.field", value) is the section where that field equals value, else nothing.
+    The callers look those values up themselves, so only the fields named travel here."""
+    return [r if isinstance(r, str) else r[0] for r in reads
+            if isinstance(r, str) or values[tuple(r[1].split(".", 1))] == r[2]]
+
+
+def _check(reads: Sequence[Read]) -> tuple[set[str], dict[str, set[str]]]:
     whole, fields = set(), defaultdict(set)
     for r in reads:
+        if not isinstance(r, str):  # conditional: its section, and the field it depends on, declared
+            if len(r) != 3 or r[1] not in reads and r[1].split(".")[0] not in reads:
+                raise ValueError(f"READS names {r!r}: a conditional read is (section, 'section.field', value) "
+                                 "with that field declared too")
+            _check((r[1],))
+            r = r[0]
         section, _, field = r.partition(".")
         if section not in SECTIONS:
             raise ValueError(f"READS names {r!r}: {section!r} is not a config section")
@@ -71,9 +85,10 @@ class StageConfig:
     (the whole config's, or a stage's `project`ion) that the stage declared, each validated
     once per process by its own model; the run's config was validated whole when it was loaded."""
 
-    def __init__(self, cfg: dict[str, Any], reads: Sequence[str], stage: str):
+    def __init__(self, cfg: dict[str, Any], reads: Sequence[Read], stage: str):
         self._cfg, self._stage = cfg, stage
-        self._whole, self._fields = _check(reads)
+        _check(reads)
+        self._whole, self._fields = _check(_when(reads, {(s, f): cfg[s][f] for s, f in _conditions(reads)}))
 
     def __getattr__(self, name: str) -> Any:
         if name == "seed":
@@ -95,21 +110,22 @@ def _section(name: str, blob: str) -> Any:
     return SRCConfig.model_fields[name].annotation.model_validate(json.loads(blob))
 
 
-def project(cfg: SRCConfig, reads: Sequence[str]) -> dict[str, Any]:
+def project(cfg: SRCConfig, reads: Sequence[Read]) -> dict[str, Any]:
     """What a stage is handed of the config: the seed, `runtime`, `tracking` and each section
-    `reads` names (whole: a field's section travels whole, and `StageConfig` guards its other
-    fields), as JSON-ready dicts."""
-    whole, fields = _check(reads)
+    `reads` names and whose condition holds (whole: a field's section travels whole, and
+    `StageConfig` guards its other fields), as JSON-ready dicts."""
+    _check(reads)
     dump = cfg.model_dump(mode="json")
+    whole, fields = _check(_when(reads, {(s, f): dump[s][f] for s, f in _conditions(reads)}))
     return {"seed": dump["seed"], **{s: dump[s] for s in sorted(ALWAYS | whole | set(fields))}}
 
 
-def signature(cfg: SRCConfig, reads: Sequence[str]) -> dict[str, Any]:
-    """What a stage's key hashes of the config: each declared section without its runtime
-    knobs, each declared field's value."""
+def signature(cfg: SRCConfig, reads: Sequence[Read]) -> dict[str, Any]:
+    """What a stage's key hashes of the config: each declared section (whose condition holds)
+    without its runtime knobs, each declared field's value."""
     _check(reads)
     out: dict[str, Any] = {}
-    for r in reads:
+    for r in _when(reads, {(s, f): getattr(getattr(cfg, s), f) for s, f in _conditions(reads)}):
         section, _, field = r.partition(".")
         if section in ALWAYS:
             continue

@@ -15,18 +15,14 @@ from infra.launch import launch
 from infra.reads import StageConfig
 
 STAGE, VERSION = "rationale_sft", 1
-READS = ("rationale_sft", "model", "teacher")  # the most this stage reads: its cache key hashes what `reads` keeps (infra/reads.py)
-
-
-def reads(cfg: dict) -> tuple[str, ...]:
-    """What it reads of one config (a dump or its projection): the teacher section only where the
-    teacher writes the rationales, so that a teacher set for distillation or grading (or a
-    changed teacher.model) does not train stage 1 again."""
-    return READS if cfg["rationale_sft"]["source"] == "teacher" else READS[:2]
+# the config this stage reads: its cache key hashes exactly this (infra/reads.py); the teacher
+# only where it writes the rationales, so a teacher set for distillation or grading (or another
+# teacher.model) does not train stage 1 again
+READS = ("rationale_sft", "model", ("teacher", "rationale_sft.source", "teacher"))
 
 
 def build_sft(cfg_dict: dict, base: dict, world: dict, out: Path, key: str = "") -> dict:
-    cfg = StageConfig(cfg_dict, reads(cfg_dict), STAGE)
+    cfg = StageConfig(cfg_dict, READS, STAGE)
     if cfg.runtime.launcher == "accelerate":  # every process runs this function (infra/launch.py)
 
         return launch(STAGE, cfg_dict, {"base": base, "world": world}, out, log())

@@ -14,7 +14,7 @@ import pytest
 from data.config import load_config
 from tasks import curate, dpo, evaluate, report, score, scorer, search, sft, world
 from tools.config_walk import Walk
-from infra.reads import StageConfig, UndeclaredRead, project, reads_of, signature
+from infra.reads import StageConfig, UndeclaredRead, project, signature
 
 TASKS = (world, evaluate, sft, scorer, search, score, curate, dpo, report)
 
@@ -87,12 +87,14 @@ def test_the_config_walk_counts_where_the_dpo_settings_travel():
 def test_stage_1_hashes_the_teacher_only_where_the_teacher_writes_the_rationales():
     teacher = ["teacher.endpoint=http://127.0.0.1:9/v1", "teacher.model=t"]
     plain, taught = load_config("configs/smoke.yaml"), load_config("configs/smoke.yaml", teacher)
-
-    def key(c):
-        return signature(c, reads_of(sft, c.model_dump(mode="json")))
-
-    assert key(taught) == key(plain)  # a teacher set for distillation or grading: stage 1 is reused
-    assert "teacher" not in project(taught, reads_of(sft, taught.model_dump(mode="json")))
+    assert signature(taught, sft.READS) == signature(plain, sft.READS)  # a teacher for distillation: reused
+    view = project(taught, sft.READS)
+    assert "teacher" not in view
+    with pytest.raises(UndeclaredRead, match="'teacher'"):
+        _ = StageConfig(view, sft.READS, "rationale_sft").teacher
     a = load_config("configs/smoke.yaml", [*teacher, "rationale_sft.source=teacher"])
     b = load_config("configs/smoke.yaml", [*teacher, "rationale_sft.source=teacher", "teacher.model=u"])
-    assert key(a) != key(b) and key(a) != key(plain)  # the teacher writes them: its model is in the key
+    assert signature(a, sft.READS) != signature(b, sft.READS) != signature(plain, sft.READS)
+    assert StageConfig(project(a, sft.READS), sft.READS, "rationale_sft").teacher.model == "t"
+    with pytest.raises(ValueError, match="conditional read"):
+        signature(plain, ("model", ("teacher", "rationale_sft.source", "teacher")))  # its field undeclared
