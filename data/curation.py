@@ -23,6 +23,7 @@ Decisions beyond the paper
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,16 +158,13 @@ def _scores(pairs: pd.DataFrame, idxs: Sequence[int], weighting: str) -> dict[in
     """s_i = sum_j c_ij p(i>j) / sum_j c_ij over the judged pairs of i; 0.5 when that sum is 0."""
     if weighting not in ("confidence", "uniform"):
         raise ValueError(f"weighting must be 'confidence' or 'uniform', got {weighting!r}")
-    num = dict.fromkeys(idxs, 0.0)
-    den = dict.fromkeys(idxs, 0.0)
+    num, den = dict.fromkeys(idxs, 0.0), dict.fromkeys(idxs, 0.0)
     for r in pairs.itertuples(index=False):
         if r.i not in num or r.j not in num:
             raise ValueError(f"pair ({r.i}, {r.j}) names a candidate outside {sorted(num)}")
         c = 1.0 if weighting == "uniform" else float(r.confidence)
-        num[r.i] += c * r.p_i_over_j
-        den[r.i] += c
-        num[r.j] += c * r.p_j_over_i
-        den[r.j] += c
+        for k, p in ((r.i, r.p_i_over_j), (r.j, r.p_j_over_i)):
+            num[k], den[k] = num[k] + c * p, den[k] + c
     return {k: (num[k] / den[k] if den[k] > 0 else 0.5) for k in idxs}
 
 
@@ -195,7 +193,8 @@ def pointwise_scores(rows: Rows) -> pd.DataFrame:
 
 @dataclass
 class CurationResult:
-    """Curated pairs, drop counts by reason (all `DROP_REASONS` keys), per-candidate scores."""
+    """Curated pairs, drop counts by reason (all `DROP_REASONS` keys), per-candidate scores, and
+    with a require_*_chosen = "prefer" the prompts kept though no candidate had the mark."""
 
     pairs: list[PreferencePair]
     dropped: dict[str, int]
@@ -203,8 +202,7 @@ class CurationResult:
     n_prompts: int
     kept: int
     kept_frac: float
-    # with require_*_chosen = "prefer": prompts kept although no candidate had the mark
-    fell_back: dict[str, int] = field(default_factory=dict)
+    fell_back: Counter = field(default_factory=Counter)
 
     def metrics(self) -> dict[str, float]:
         """Slash-grouped numbers for the tracker: `curate/kept_frac`, `curate/dropped/<reason>`."""
@@ -229,9 +227,7 @@ def _judge_scores(pair_rows: Rows | None, point_rows: Rows | None, cands: pd.Dat
         given = {(r.prompt_id, r.cand_idx): r.score for r in ps.itertuples()}
         for pid, idx in given:
             if idx not in known.get(pid, ()):
-                raise ValueError(
-                    f"pointwise row names candidate {idx} of prompt {pid!r}, not in candidates"
-                )
+                raise ValueError(f"pointwise row names candidate {idx} of prompt {pid!r}, not in candidates")
         return {(pid, k): given.get((pid, k), 0.5) for pid, ks in known.items() for k in ks}
     agg = aggregate_pairs(pair_rows)
     unknown = set(agg["prompt_id"]) - set(known)
@@ -255,9 +251,7 @@ def balance_weights(pairs: list[PreferencePair], answers: Sequence[str], clip: f
     it, a rule that keeps only factual chosen candidates keeps mostly the easy answers (on the
     built-in world 'There are no ... Answer: 0.'), and DPO collapses count questions onto them.
     Example: answers [0, 0, 0, 1] -> factors 4/(2x3) = 0.667 for each 0 and 4/(2x1) = 2 for the 1."""
-    count: dict[str, int] = {}
-    for a in answers:
-        count[a] = count.get(a, 0) + 1
+    count = Counter(answers)
     for p, a in zip(pairs, answers):
         p["weight"] *= min(clip, max(1 / clip, len(pairs) / (len(count) * count[a])))
 
@@ -330,28 +324,24 @@ def _pick_judged(ans: dict[int, str | None], parsable: list[int], s: dict[int, f
 def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
            point_rows: Rows | None = None,
            prompt_fields: Sequence[str] = PROMPT_FIELDS) -> CurationResult:
-    """Pick one (chosen, rejected) pair per prompt, or count why the prompt is dropped.
+    """Pick one (chosen, rejected) pair per prompt, or count why the prompt is dropped; the
+    rules step by step are docs/method.md section 5.
 
-    Chosen = argmax s over parsable candidates, rejected = argmin s over the others (ties ->
-    lowest cand_idx). With cfg.require_supported_chosen and a `supported` column, chosen is the
-    argmax over the parsable candidates whose `supported` is true (a missing value counts as
-    unread, so allowed); a prompt with none is dropped as chosen_unsupported (with "prefer",
-    kept and chosen from all, counted in `fell_back`; the same for require_factual_chosen and
-    chosen_not_factual). That is how a right answer the rationale does not imply stays out of
-    the chosen side, whatever the judge's score. cfg.rejected == "likeliest" takes the rejected from the candidates scored at
-    least cfg.delta below the chosen: an unsupported one first, then the highest mean_logprob
-    (the negative the policy actually produces; measured on the built-in world, this and the
-    reader's verdict together reach the exact scorer's DPO gain when the reader is exact).
-    Kept when s_chosen - s_rejected >= cfg.delta and, where a gold answer
-    exists and cfg.require_correct_chosen is on, the chosen answer equals it. weight =
-    s_chosen - s_rejected ("confidence") or 1.0 ("uniform"). Example: s = [0.95, 0.4, 0.15],
-    delta 0.2 -> chosen 0, rejected 2, weight 0.95 - 0.15 = 0.8.
-    cfg.preference == "answer_only" ignores the judge: chosen = a correct candidate, rejected
-    = a parsable wrong one (each the highest `mean_logprob` if that column exists, else the
-    lowest cand_idx), weight 1.0; no gold counts as no_correct_or_no_wrong.
-    Scores come from `pair_rows` (pairwise) or `point_rows` (pointwise); exactly one is given
-    unless answer_only. Pair dicts: prompt_id, chosen_idx, rejected_idx, chosen, rejected,
-    s_chosen, s_rejected, weight, and the present `prompt_fields`.
+    Chosen = argmax s over the eligible parsable candidates: with cfg.require_supported_chosen
+    those whose `supported` is not false (a right answer the rationale does not imply stays out
+    of the chosen side, whatever the judge's score), with cfg.require_factual_chosen those not
+    marked unfactual; a prompt with none is dropped (chosen_unsupported, chosen_not_factual),
+    or with "prefer" kept and chosen from the rest (counted in `fell_back`). Rejected by
+    cfg.rejected: the lowest s (the paper's), or of those >= cfg.delta below the chosen the
+    likeliest (unsupported first) or the nearest. Kept when s_chosen - s_rejected >= cfg.delta
+    and, with cfg.require_correct_chosen and a gold answer, the chosen answer equals it.
+    weight = s_chosen - s_rejected ("confidence") or 1.0 ("uniform"). Example: s = [0.95, 0.4,
+    0.15], delta 0.2 -> chosen 0, rejected 2, weight 0.8. cfg.preference == "answer_only"
+    ignores the judge: chosen = a correct candidate, rejected = a parsable wrong one (each the
+    highest `mean_logprob`, else the lowest cand_idx), weight 1.0. Scores come from `pair_rows`
+    (pairwise) or `point_rows` (pointwise), exactly one unless answer_only. Pair dicts:
+    prompt_id, chosen_idx, rejected_idx, chosen, rejected, s_chosen, s_rejected, weight, and
+    the present `prompt_fields`.
     """
     cands = _frame(candidates, CANDIDATE_COLUMNS, "candidate")
     cands["cand_idx"] = cands["cand_idx"].astype(int)
@@ -363,7 +353,7 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
     judged = {} if answer_only else _judge_scores(pair_rows, point_rows, cands, cfg.weighting)
     fields = [f for f in prompt_fields if f in cands.columns and f != "prompt_id"]
     dropped = dict.fromkeys(DROP_REASONS, 0)
-    fell_back: dict[str, int] = {}
+    fell_back: Counter = Counter()
     pairs: list[PreferencePair] = []
     chosen_answers: list[str] = []
     scores: list[CandidateScore] = []
@@ -391,8 +381,7 @@ def curate(candidates: Rows, pair_rows: Rows | None, cfg: CurationConfig, *,
         if isinstance(picked, str):  # a drop reason
             dropped[picked] += 1
             continue
-        for reason in missed:
-            fell_back[reason] = fell_back.get(reason, 0) + 1
+        fell_back.update(missed)
         chosen, rejected, weight = picked
         text = {r["cand_idx"]: r["text"] for r in recs}
         chosen_answers.append(ans[chosen])
