@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=100, help="evaluate every N steps")
     ap.add_argument("--dev", type=int, default=300, help="dev-slice questions (after the eval ones)")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides, section.field=value")
-    ap.add_argument("--json", default=None, help="write the curve here")
+    ap.add_argument("--json", default=None, help="write the curve here (after every point)")
     ap.add_argument("--adapter", default="stage1-curve-adapter", help="where the final adapter goes")
     args = ap.parse_args(argv)
     try:
@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             point[name] = {m: round(100 * summary[m], 1) for m in METRICS}
         point["seconds"] = round(time.perf_counter() - start)
         curve.append(point)
+        if args.json:  # after every point: a killed run keeps its curve so far
+            with open(args.json, "w") as f:
+                json.dump({"seed": cfg.seed, "train_seed": train_seed, "set": args.set, "curve": curve},
+                          f, indent=1)
         e = point["eval"]
         print(f"step {step:5d}/{total}  loss {point['loss']:.3f}  eval {e['accuracy']:.1f} / "
               f"{e['consistency']:.1f} / {e['factuality']:.1f}  dev consistency "
@@ -78,9 +82,6 @@ def main(argv: list[str] | None = None) -> int:
 
     train_rationale_sft(model, processor, records, cfg.rationale_sft, args.adapter, train_seed,
                         at_step, merge=False)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"seed": cfg.seed, "train_seed": train_seed, "set": args.set, "curve": curve}, f, indent=1)
     return 0
 
 
