@@ -10,7 +10,8 @@ init and the data order apart from the data (`seed`), which the pipeline ties to
     python -m tools.stage1_curve --seed 2 --train-seed 0 --every 100 --json curve.json
     python -m tools.stage1_curve --seed 2 --set rationale_sft.max_steps=4000 --every 500
 
-About 11 minutes for 1,500 steps on one core. Nothing is written to the state folder.
+About 11 minutes for 1,500 steps on one core. The final adapter goes to `--adapter`
+(default `.src/stage1-curve/adapter`, outside git); no stage of the state folder is touched.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev", type=int, default=300, help="dev-slice questions (after the eval ones)")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides, section.field=value")
     ap.add_argument("--json", default=None, help="write the curve here (after every point)")
-    ap.add_argument("--adapter", default="stage1-curve-adapter", help="where the final adapter goes")
+    ap.add_argument("--adapter", default=".src/stage1-curve/adapter", help="where the final adapter goes")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config, [f"seed={args.seed}", *args.set])
