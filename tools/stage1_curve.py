@@ -17,14 +17,15 @@ About 11 minutes for 1,500 steps on one core. The final adapter goes to `--adapt
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from data.config import ConfigError, load_config
 from data.shapes import generate
+from infra.store import write_json
 from models.builtin import resolve_base
 from models.evaluate import evaluate_policy
 from models.policy import build_policy
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the curve needs the built-in world's exact scorer; data.world is "
               f"{cfg.data.world!r}", file=sys.stderr)
         return 2
-    torch.set_num_threads(cfg.runtime.num_threads or torch.get_num_threads())
+    if cfg.runtime.num_threads:  # as the flow does (flows/src_iterate.py)
+        torch.set_num_threads(cfg.runtime.num_threads)
     train_seed = args.seed if args.train_seed is None else args.train_seed
     records = generate("rationale", cfg.data.n_rationale, cfg.data, cfg.seed)
     splits = {"eval": generate("eval", cfg.data.n_eval, cfg.data, cfg.seed),
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
 
     def at_step(step: int, total: int, logs: dict) -> None:
-        if not step or step % args.every or "loss" not in logs or (curve and curve[-1]["step"] == step):
+        if not step or step % args.every or "loss" not in logs:  # the closing log has no "loss"
             return
         point = {"step": step, "loss": round(float(logs["loss"]), 4)}
         for name, recs in splits.items():
@@ -73,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         point["seconds"] = round(time.perf_counter() - start)
         curve.append(point)
         if args.json:  # after every point: a killed run keeps its curve so far
-            with open(args.json, "w") as f:
-                json.dump({"seed": cfg.seed, "train_seed": train_seed, "set": args.set, "curve": curve},
-                          f, indent=1)
+            write_json(Path(args.json), {"seed": cfg.seed, "train_seed": train_seed, "set": args.set,
+                                         "curve": curve})
         e = point["eval"]
         print(f"step {step:5d}/{total}  loss {point['loss']:.3f}  eval {e['accuracy']:.1f} / "
               f"{e['consistency']:.1f} / {e['factuality']:.1f}  dev consistency "
