@@ -37,3 +37,15 @@ def test_curve_refuses_data_without_the_exact_scorer_and_bad_settings(tmp_path, 
     assert "needs the built-in world's exact scorer" in capsys.readouterr().err
     assert main(["--set", "rationale_sft.max_stepz=3"]) == 2
     assert "rationale_sft.max_stepz: unknown key" in capsys.readouterr().err
+
+
+def test_curve_continues_a_policy_from_its_adapters_on_records_it_never_saw(tmp_path, capsys):
+    first = _curve(tmp_path, "first", "--seed", "1")
+    more = _curve(tmp_path, "more", "--seed", "1", "--init", str(tmp_path / "first"),
+                  "--records-from", "32")
+    assert [p["step"] for p in more["curve"]] == [0, 2, 4] and more["curve"][0]["loss"] is None
+    assert (more["init"], more["records_from"]) == ([str(tmp_path / "first")], 32)
+    # the same data and draw from the base again: what --init and --records-from changed
+    assert more["curve"][1]["loss"] != first["curve"][0]["loss"]
+    assert main(["--init", str(tmp_path / "nowhere"), "--set", *TINY]) == 2
+    assert "error: --init:" in capsys.readouterr().err
