@@ -45,7 +45,7 @@ def test_curve_continues_a_policy_from_its_adapters_on_records_it_never_saw(tmp_
                   "--records-from", "32")
     assert [p["step"] for p in more["curve"]] == [0, 2, 4] and more["curve"][0]["loss"] is None
     assert (more["init"], more["records_from"]) == ([str(tmp_path / "first")], 32)
-    # the same data and draw from the base again: what --init and --records-from changed
+    # another starting policy and other records: step 2 is not the first run's step 2
     assert more["curve"][1]["loss"] != first["curve"][0]["loss"]
     assert main(["--init", str(tmp_path / "nowhere"), "--set", *TINY]) == 2
     assert "error: --init:" in capsys.readouterr().err
