@@ -73,13 +73,17 @@ bootstrap-judge: $(STAMP)
 	$(JB) scorer.mode=pointwise scorer.train_steps=600 scorer.learning_rate=2e-3 \
 	    --init $(JUDGE_TMP)/phase3 --flaw-pairs 6 --out models/builtin/judge-pointwise
 
-# the committed reader (models/builtin/reader): ~20 min on one core, from the committed judge,
+# the committed reader (models/builtin/reader): ~40 min on one core, from the committed judge in
+# two phases (4,000 steps at lr 2e-3, then 4,000 more at 1e-3: docs/reader.md),
 # with the candidates of a stage-1 adapter (ADAPTER: `make run`'s, .src/stages/rationale_sft/<key>/adapter)
 READER_TMP ?= /tmp/src-reader
 bootstrap-reader: $(STAMP)
 	test -n "$(ADAPTER)" || { echo "set ADAPTER=<a stage-1 adapter folder>"; exit 2; }
 	$(PY) -m tools.reader_bootstrap --config configs/builtin.yaml --edits 4 --steps 4000 \
-	    --onpolicy $(ADAPTER) --onpolicy-cache $(READER_TMP) --out models/builtin/reader
+	    --onpolicy $(ADAPTER) --onpolicy-cache $(READER_TMP) --out $(READER_TMP)/phase1
+	$(PY) -m tools.reader_bootstrap --config configs/builtin.yaml --edits 4 --steps 4000 --lr 1e-3 \
+	    --init $(READER_TMP)/phase1 --onpolicy $(ADAPTER) --onpolicy-cache $(READER_TMP) \
+	    --out models/builtin/reader
 
 # the committed claim checker of the claims judge (models/builtin/claims): from the committed
 # judge's weights, on (true, false) claim pairs of 4,000 scorer-split scenes; ~7 min on one core

@@ -3,11 +3,15 @@
 The reader must learn what a rationale implies, including when it implies nothing, so next to
 each gold rationale (which implies the gold answer) it sees edited copies: a relation flipped,
 a count changed, a mention of the queried object added or moved, a denial ("There is no red
-circle.") added next to a mention of it, a sentence dropped. Each copy's label is what its
+circle.") added next to a mention of it, a sentence dropped, a closing sentence about another
+object than the one asked about. Each copy's label is what its
 statements imply by the world's grammar (`data.scoring.implied_answer`), or `UNCLEAR`. The
 edits mirror how the built-in policy's rationales go wrong: on its own candidates the most
 common inconsistency is a rationale that mentions an object and then denies it, or states
-positions that contradict its relation sentence.
+positions that contradict its relation sentence; on a seed-1 policy's, a relation or count
+sentence about an object the question does not ask about ("The blue square is right of the red
+triangle." for "Is the blue square left of the green triangle?"), which the reader had read as
+an answer (`retarget`).
 
 Deterministic in (record id, seed). Records come from the world's `scorer` split, never from
 the pool or eval splits.
@@ -26,10 +30,12 @@ from data.shapes import COLORS, SHAPES, Obj, mention, plural
 
 UNCLEAR = "unclear"  # the reader's word for "the rationale implies no answer"
 EDITS = ("flip_relation", "change_count", "add_query_mention", "add_denial", "move_mention",
-         "recolor_mention", "duplicate_mention", "drop_sentence", "mentions_then_conclusion")
+         "recolor_mention", "duplicate_mention", "drop_sentence", "mentions_then_conclusion",
+         "retarget")
 _RELATION = re.compile(r"^The \w+ \w+ is (left|right) of the \w+ \w+\.$")
 _COUNT = re.compile(r"^That makes (\d+) (.*)\.$")
 _MENTION = re.compile(r"^There is an? (\w+) (\w+) at the .*\.$")
+_WORDS = {w: ws for ws in (tuple(COLORS), SHAPES) for w in ws}  # a colour or shape -> its kind
 
 
 def _random_obj(rng: random.Random, grid: int, color: str | None = None, shape: str | None = None) -> Obj:
@@ -96,6 +102,22 @@ def edit(sents: Sequence[str], q: dict, grid: int, kind: str, rng: random.Random
         s = [mention(_random_obj(rng, grid, *(rng.choice(_queried(q)) if rng.random() < 0.6 else (None, None))), grid)
              for _ in range(rng.randint(1, 4))]
         s.append(_conclusion(q, grid, rng))
+    elif kind == "retarget":
+        # the last closing sentence (a relation, a count, a denial) about another object: one
+        # colour or shape word in it swapped for another of its kind
+        for i in reversed(range(len(s))):
+            if _RELATION.match(s[i]) or _COUNT.match(s[i]) or s[i].startswith(("There is no ", "There are no ")):
+                words = s[i].rstrip(".").split(" ")
+                at = [k for k, w in enumerate(words) if w in _WORDS or w.rstrip("s") in SHAPES]
+                if at:
+                    k = rng.choice(at)
+                    w = words[k]
+                    plural_noun = w not in _WORDS  # "circles"
+                    kind_of = SHAPES if plural_noun else _WORDS[w]
+                    new = rng.choice([x for x in kind_of if x != w.rstrip("s")])
+                    words[k] = plural(new) if plural_noun else new
+                    s[i] = " ".join(words) + "."
+                break
     return s
 
 

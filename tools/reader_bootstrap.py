@@ -99,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         "adapter": adapter_record(args.onpolicy) if args.onpolicy else None,
         "adapter_sha256": adapter_digest(args.onpolicy) if args.onpolicy else None,
         "fit": fit, "metrics": metrics, "seconds": round(time.time() - t0, 1),
+        "world": cfg.data.world,  # a reader of this world only: infra/refs.py refuses it elsewhere
     }
+    init_manifest = Path(args.init) / "manifest.json"
+    if init_manifest.is_file() and Path(args.init).resolve() != BUILTIN_JUDGE.resolve():
+        # continued from an earlier reader (the committed one is trained in two phases, Makefile)
+        manifest["init_manifest"] = json.loads(init_manifest.read_text())
     (Path(args.out) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(Path(args.out) / "_trainer", ignore_errors=True)  # the Trainer's scratch folder
     print(json.dumps(metrics, indent=2))

@@ -6,7 +6,7 @@ import random
 
 from data.config import DataConfig
 from data.reading import EDITS, UNCLEAR, candidate_records, edit, reader_records
-from data.scoring import implied_answer
+from data.scoring import implied_answer, split_sentences
 from data.shapes import generate
 
 CFG = DataConfig()
@@ -51,3 +51,23 @@ def test_policy_candidates_become_records_labelled_the_same_way():
     c = {"question": rec["question"], "rationale": rec["rationale"], "facts": rec["facts"]}
     (r,) = candidate_records([c, {**c, "facts": None}])
     assert r["implied"] == rec["answer"] and r["kind"] == "policy"
+
+
+def test_retarget_aims_the_closing_sentence_at_an_object_the_question_does_not_ask_about():
+    seen = set()
+    for rec in generate("scorer", 80, CFG, 0):
+        f = json.loads(rec["facts"])
+        q = f["query"]
+        if q["family"] not in ("left_right", "count_color", "count_shape"):
+            continue
+        sents = split_sentences(rec["rationale"])
+        out = edit(sents, q, f["grid"], "retarget", random.Random(rec["id"]))
+        assert out[:-1] == sents[:-1] and out[-1] != sents[-1]  # only the closing sentence
+        if q["family"] == "left_right":  # "The red square is left of the green circle."
+            pair = {tuple(q["a"]), tuple(q["b"])}
+            words = out[-1].rstrip(".").split(" ")
+            assert {(words[1], words[2]), (words[-2], words[-1])} != pair
+        elif q["family"] == "count_color":  # "That makes 2 red objects." -> another colour
+            assert q["color"] not in out[-1]
+        seen.add(q["family"])
+    assert seen == {"left_right", "count_color", "count_shape"}
