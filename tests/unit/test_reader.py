@@ -134,3 +134,6 @@ def test_the_bootstrap_chooses_its_threshold_on_held_out_candidates(tmp_path):
     assert m["threshold"] in THRESHOLDS and set(by_t) == {str(t) for t in THRESHOLDS}
     assert by_t[str(m["threshold"])] == max(by_t.values())
     assert m["metrics"]["reader/agree_consistent"] >= 0.9  # the committed reader, barely moved
+    # what the guard reads (infra/refs.py), and the reader it continued from
+    assert m["world"] == "shapes"
+    assert m["init_manifest"] == json.loads((BUILTIN_READER / "manifest.json").read_text())
