@@ -35,7 +35,9 @@ EDITS = ("flip_relation", "change_count", "add_query_mention", "add_denial", "mo
 _RELATION = re.compile(r"^The \w+ \w+ is (left|right) of the \w+ \w+\.$")
 _COUNT = re.compile(r"^That makes (\d+) (.*)\.$")
 _MENTION = re.compile(r"^There is an? (\w+) (\w+) at the .*\.$")
-_WORDS = {w: ws for ws in (tuple(COLORS), SHAPES) for w in ws}  # a colour or shape -> its kind
+# a colour or shape word (plural shapes too) -> the others of its kind, for `retarget`
+_SWAPS = {w: [x for x in ws if x != w] for ws in (tuple(COLORS), SHAPES, tuple(map(plural, SHAPES)))
+          for w in ws}
 
 
 def _random_obj(rng: random.Random, grid: int, color: str | None = None, shape: str | None = None) -> Obj:
@@ -108,14 +110,10 @@ def edit(sents: Sequence[str], q: dict, grid: int, kind: str, rng: random.Random
         for i in reversed(range(len(s))):
             if _RELATION.match(s[i]) or _COUNT.match(s[i]) or s[i].startswith(("There is no ", "There are no ")):
                 words = s[i].rstrip(".").split(" ")
-                at = [k for k, w in enumerate(words) if w in _WORDS or w.rstrip("s") in SHAPES]
+                at = [k for k, w in enumerate(words) if w in _SWAPS]
                 if at:
                     k = rng.choice(at)
-                    w = words[k]
-                    plural_noun = w not in _WORDS  # "circles"
-                    kind_of = SHAPES if plural_noun else _WORDS[w]
-                    new = rng.choice([x for x in kind_of if x != w.rstrip("s")])
-                    words[k] = plural(new) if plural_noun else new
+                    words[k] = rng.choice(_SWAPS[words[k]])
                     s[i] = " ".join(words) + "."
                 break
     return s
