@@ -215,6 +215,26 @@ def mark_agreement(marks: Sequence[dict[str, Any]], cands: Sequence[dict[str, An
             "claims/exact_factual_share": mean([e.factual for e in ex.values()])}
 
 
+def pair_quality(pairs: Sequence[dict[str, Any]], cands: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """What curation hands DPO, by the exact scorer, where candidates carry scene facts; {}
+    otherwise. The share of kept pairs whose chosen side is correct, consistent and factual
+    (`curate/exact/chosen_<flag>`), the same for the rejected side, and the share of kept
+    prompts where any candidate is all three (`curate/exact/ccf_available`): a judge whose
+    chosen sides match the oracle's leaves nothing for a better judge to add."""
+    if not pairs or any(c.get("facts") is None for c in cands):
+        return {}
+    ex = {(c["prompt_id"], int(c["cand_idx"])): score_shapes(c["text"], c["facts"], str(c["gold"]))
+          for c in cands}
+    out: dict[str, float] = {}
+    for side in ("chosen", "rejected"):
+        got = [ex[(p["prompt_id"], int(p[f"{side}_idx"]))] for p in pairs]
+        for flag in ("correct", "consistent", "factual"):
+            out[f"curate/exact/{side}_{flag}"] = sum(getattr(e, flag) for e in got) / len(got)
+    best = {pid for (pid, _), e in ex.items() if e.correct and e.consistent and e.factual}
+    out["curate/exact/ccf_available"] = sum(p["prompt_id"] in best for p in pairs) / len(pairs)
+    return out
+
+
 def onpolicy_agreement(rows: Sequence[dict], cands: Sequence[dict]) -> dict[str, float]:
     """How often a judge's pairwise preference on a policy's own candidates matches the exact
     scorer's, where candidates carry scene facts (the built-in world); {} otherwise.

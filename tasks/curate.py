@@ -14,11 +14,13 @@ from infra.store import produce, write_json
 from infra.reads import StageConfig
 from data.curation import curate
 from data.claims import WEIGHTS, decided_by
+from data.judging import pair_quality
 
 # 2: the reader's `supported` joined from the score stage
 # 3: scorer.mode=claims: each pair says which mark decided it (`decided_by`); its factual mark
 #    joined for curation.require_factual_chosen
-STAGE, VERSION = "curate", 3
+# 4: the built-in world: the exact quality of the chosen and rejected sides (`curate/exact/*`)
+STAGE, VERSION = "curate", 4
 READS = ("curation",)  # the config this stage reads: its cache key hashes exactly this (infra/reads.py)
 
 
@@ -48,6 +50,7 @@ def build_pairs(cfg_dict: dict, candidates: dict, scores: dict, out: Path, key: 
     metrics = result.metrics()
     if marks:  # scorer.mode=claims: which of correct, consistent, factual decided each pair
         metrics.update(add_decisions(result.pairs, marks))
+    metrics.update(pair_quality(result.pairs, cands))  # {} without scene facts
     write_records(result.pairs, out / PAIRS_FILE, PreferencePair)
     write_records(result.scores, out / CANDIDATE_SCORES_FILE, CandidateScore)
     write_json(out / METRICS_FILE, {"metrics": metrics, "dropped": result.dropped})

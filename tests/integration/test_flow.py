@@ -304,6 +304,9 @@ def test_the_claims_judge_marks_candidates_and_curation_says_what_decided(first_
         assert 0.0 <= m[k] <= 1.0
     decided = {k: m[f"curate/decided_by/{k}"] for k in ("correct", "consistent", "factual", "none")}
     assert sum(decided.values()) == m["curate/kept"]  # every kept pair says which mark decided it
+    if m["curate/kept"]:  # what curation handed DPO, graded by the exact scorer (scene facts)
+        assert m["curate/exact/chosen_correct"] == 1.0  # curation.require_correct_chosen
+        assert all(0.0 <= m[f"curate/exact/{k}"] <= 1.0 for k in ("chosen_consistent", "rejected_factual", "ccf_available"))
     client, exp, runs = pipeline_runs(state)
     kid = children(client, exp, runs[-1].info.run_id)[1]
     assert "marks.parquet" in artifact_files(client, kid.info.run_id)

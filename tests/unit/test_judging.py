@@ -9,7 +9,7 @@ import pytest
 
 from data.config import CurationConfig, DataConfig
 from data.curation import PAIR_COLUMNS, aggregate_pairs, curate
-from data.judging import exact_qualities, judge_items, oracle_pairs, oracle_points
+from data.judging import exact_qualities, judge_items, oracle_pairs, oracle_points, pair_quality
 from data.perturb import variants
 from data.records import read_records
 from data.shapes import generate
@@ -62,6 +62,24 @@ def test_oracle_feeds_curation_chosen_is_the_best(rec):
     pair = res.pairs[0]
     assert pair["chosen"] == cands[1]["text"]  # gold: the only quality-7 candidate
     assert pair["rejected"] in (cands[0]["text"], cands[2]["text"])  # a wrong answer
+
+
+def test_pair_quality_grades_both_sides_of_what_curation_kept(rec):
+    # exact qualities: gold 7 (correct, consistent, factual), counterfactual 6 (not factual),
+    # unreasonable 1 (wrong answer, inconsistent, factual)
+    cands = _cands(rec, ["gold", "unreasonable", "counterfactual"])
+    pairs = [{"prompt_id": rec["id"], "chosen_idx": 0, "rejected_idx": 1},
+             {"prompt_id": rec["id"], "chosen_idx": 2, "rejected_idx": 1}]
+    q = pair_quality(pairs, cands)
+    assert q["curate/exact/chosen_correct"] == 1.0 and q["curate/exact/chosen_consistent"] == 1.0
+    assert q["curate/exact/chosen_factual"] == 0.5  # the counterfactual chosen side is not
+    assert (q["curate/exact/rejected_correct"], q["curate/exact/rejected_consistent"],
+            q["curate/exact/rejected_factual"]) == (0.0, 0.0, 1.0)
+    assert q["curate/exact/ccf_available"] == 1.0  # the gold candidate is in the pool
+    without_gold = [c for c in cands if c["kind"] != "gold"]
+    assert pair_quality(pairs[1:], without_gold)["curate/exact/ccf_available"] == 0.0
+    assert pair_quality(pairs, [{**c, "facts": None} for c in cands]) == {}  # your data: no exact grade
+    assert pair_quality([], cands) == {}
 
 
 def test_oracle_points_grade_by_quality(rec):
