@@ -149,6 +149,8 @@ class ScorerConfig(Section):
     evidence: Literal["overlap", "all"] = Field(
         "overlap", description="scorer.mode=claims: what of the reference the checker reads per claim: "
         "'overlap' (the facts sharing the most content words with it, data/claims.py) or 'all'")
+    hard_marks: bool = Field(False, description="scorer.mode=claims: each mark rounded at 1/2 before the pair "
+                             "verdicts, as the oracle's exact marks are (docs/method.md section 3)")
     blank_reference: bool = Field(False, description="ablation: the judge gets an empty reference "
                                   "(does it use the scene?)")
     reader: str | None = Field(None, description="marks candidates supported (docs/reader.md): "

@@ -153,6 +153,13 @@ def candidate_marks(checker: Any, checker_tok: Any, reader: Any, reader_tok: Any
     return marks
 
 
+def hardened(marks: Sequence[CandidateMark]) -> list[CandidateMark]:
+    """The marks rounded at 1/2 (`scorer.hard_marks`): pair verdicts then are certain where
+    the marks differ and ties where they agree, as the oracle's, and curation's pair weights
+    follow the quality gap instead of the marks' softness."""
+    return [{**m, **{k: float(m[k] >= 0.5) for k in ("correct", "consistent", "factual")}} for m in marks]
+
+
 def marks_to_pairs(marks: Sequence[CandidateMark]) -> list[PairScore]:
     """Pair rows (both orders) of every prompt's candidates from their marks."""
     by: dict[Any, list[CandidateMark]] = {}

@@ -34,7 +34,7 @@ from data.schema import Candidate, CandidateMark, PairScore, PointScore, ReaderM
 from data.scoring import score_shapes
 from models.scorer import Progress, load_judge, score_pairs, score_points
 from models.reader import read_candidates, load_reader, reader_threshold, agreement
-from models.claims import marks_to_pairs, candidate_marks
+from models.claims import marks_to_pairs, candidate_marks, hardened
 
 ORACLE = "oracle"  # scorer.model: the exact scorer of the built-in world judges
 STEER_PROMPTS = 100  # prompts probed per steer: a few seconds of judging
@@ -79,7 +79,7 @@ class Judge:
                 raise ValueError("scorer.mode=claims needs scorer.reader")
             marks = candidate_marks(self.model, self.tokenizer, *self.reader, items, cfg.max_length,
                                     cfg.batch_size, cfg.use_gold_answer, progress, cfg.evidence == "overlap")
-            return marks_to_pairs(marks), None, marks
+            return marks_to_pairs(hardened(marks) if cfg.hard_marks else marks), None, marks
 
         if cfg.mode == "pointwise":
             return None, score_points(self.model, self.tokenizer, items, cfg, progress), None

@@ -90,6 +90,20 @@ def test_quality_distribution_and_pair_verdict_worked_by_hand():
     assert pair_verdict(right, wrong) == pytest.approx((1.0, 0.0, 0.0))
 
 
+def test_hardened_marks_give_the_oracles_certain_verdicts():
+    from models.claims import hardened
+
+    soft = [{"prompt_id": "p", "cand_idx": 0, "correct": 1.0, "consistent": 0.7, "factual": 0.4, "n_claims": 2},
+            {"prompt_id": "p", "cand_idx": 1, "correct": 1.0, "consistent": 0.3, "factual": 0.6, "n_claims": 1}]
+    hard = hardened(soft)
+    assert [(m["consistent"], m["factual"]) for m in hard] == [(1.0, 0.0), (0.0, 1.0)]
+    assert hard[0]["n_claims"] == 2 and soft[0]["consistent"] == 0.7  # a copy; the rest kept
+    # soft: a is 6 with p 0.42, 7 with 0.28, ... -> an unsure verdict; hard: 6 against 5, certain
+    assert pair_verdict(*soft)[0] < 0.7
+    assert pair_verdict(*hard) == (1.0, 0.0, 0.0)
+    assert pair_verdict(hard[0], hard[0]) == (0.0, 0.0, 1.0)  # same rounded marks: a tie
+
+
 def test_decided_by_names_the_first_mark_that_differs():
     m = lambda c, k, f: {"correct": c, "consistent": k, "factual": f}
     assert decided_by(m(1, 1, 1), m(0, 1, 1)) == "correct"
