@@ -219,8 +219,9 @@ def pair_quality(pairs: Sequence[dict[str, Any]], cands: Sequence[dict[str, Any]
     """What curation hands DPO, by the exact scorer, where candidates carry scene facts; {}
     otherwise. The share of kept pairs whose chosen side is correct, consistent and factual
     (`curate/exact/chosen_<flag>`), the same for the rejected side, and the share of kept
-    prompts where any candidate is all three (`curate/exact/ccf_available`): a judge whose
-    chosen sides match the oracle's leaves nothing for a better judge to add."""
+    prompts where any candidate is all three (`curate/exact/ccf_available`): whether the judge
+    picks the sides the oracle would. The pair weights, which this does not grade, can still
+    differ from the oracle's and matter (docs/method.md section 7)."""
     if not pairs or any(c.get("facts") is None for c in cands):
         return {}
     ex = {(c["prompt_id"], int(c["cand_idx"])): score_shapes(c["text"], c["facts"], str(c["gold"]))
