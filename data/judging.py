@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from data.claims import WEIGHTS
 from data.perturb import agreement
 from data.scoring import score_shapes, parse_claims, parse_response
 from data.schema import Candidate, PairScore, PointScore
@@ -229,7 +230,7 @@ def pair_quality(pairs: Sequence[dict[str, Any]], cands: Sequence[dict[str, Any]
     out: dict[str, float] = {}
     for side in ("chosen", "rejected"):
         got = [ex[(p["prompt_id"], int(p[f"{side}_idx"]))] for p in pairs]
-        for flag in ("correct", "consistent", "factual"):
+        for flag in WEIGHTS:  # correct, consistent, factual: the marks, in quality order
             out[f"curate/exact/{side}_{flag}"] = sum(getattr(e, flag) for e in got) / len(got)
     best = {pid for (pid, _), e in ex.items() if e.correct and e.consistent and e.factual}
     out["curate/exact/ccf_available"] = sum(p["prompt_id"] in best for p in pairs) / len(pairs)

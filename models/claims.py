@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from data.claims import CLAIM_VERDICTS, claim_prompt, evidence, pair_verdict, rationale_claims
+from data.claims import CLAIM_VERDICTS, WEIGHTS, claim_prompt, evidence, pair_verdict, rationale_claims
 from data.schema import CandidateMark, PairScore
 from data.scoring import gold_answer, parse_response
 from models.scorer import Progress, judge_pad_id, pad_left, save_judge
@@ -157,7 +157,7 @@ def hardened(marks: Sequence[CandidateMark]) -> list[CandidateMark]:
     """The marks rounded at 1/2 (`scorer.hard_marks`): pair verdicts then are certain where
     the marks differ and ties where they agree, as the oracle's, and curation's pair weights
     follow the quality gap instead of the marks' softness."""
-    return [{**m, **{k: float(m[k] >= 0.5) for k in ("correct", "consistent", "factual")}} for m in marks]
+    return [{**m, **{k: float(m[k] >= 0.5) for k in WEIGHTS}} for m in marks]
 
 
 def marks_to_pairs(marks: Sequence[CandidateMark]) -> list[PairScore]:
