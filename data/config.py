@@ -217,6 +217,8 @@ class DPOConfig(Section):
                           "at most max_steps, so an iteration with fewer kept pairs is not trained "
                           "on them many more times; 0 = always max_steps")
     batch_size: int = Field(8, ge=1, description="pairs per step (changes the result)")
+    reference: Literal["previous", "initial"] = Field("previous", description="iteration t's DPO reference: "
+        "pi_{t-1} (previous) or pi_0, stage 1's policy (initial: a second model in memory from t = 2)")
     save_steps: int = runtime(50, "checkpoint every N steps: a killed training resumes from the "
                               "last checkpoint; 0 = never", ge=0)
 

@@ -8,7 +8,9 @@ question, image, ...`). Each becomes a TRL vision preference example:
 
 Reference model: TRL trains a fresh LoRA (`peft_config`) and gets the reference by disabling
 the adapter. The previous iteration's adapter was merged into the weights (`models.policy`),
-so the reference is exactly pi_{t-1}, the policy at the start of this iteration.
+so the reference is exactly pi_{t-1}, the policy at the start of this iteration. A caller that
+passes `ref_model` (`dpo.reference=initial`: pi_0) gets TRL's reference pass on that model
+instead, with no gradient.
 
 Per-pair weights. TRL 1.16 has no per-example weight (its `use_weighting` is WPO: weights from
 the policy's own token probabilities, not ours). `WeightedDPOTrainer` is the smallest subclass
@@ -246,6 +248,7 @@ def train_dpo(
     disable_tqdm: bool = True,
     merge: bool = True,
     checkpoint_dir: str | Path | None = None,
+    ref_model: PreTrainedModel | None = None,
 ) -> dict[str, Any]:
     """One SRC iteration of (weighted) LoRA DPO on pi_{t-1}; the adapter is saved to `out_dir`.
 
@@ -263,6 +266,8 @@ def train_dpo(
         merge: merge the adapter into `model` after saving it (the pipeline always does).
         checkpoint_dir: with `cfg.save_steps > 0`, the Trainer checkpoints there every
             `save_steps` steps, and a call with the same folder resumes from the last one.
+        ref_model: the reference policy, if not `model` itself (None: the adapter switched
+            off, i.e. pi_{t-1}); same architecture and processor as `model`.
 
     Returns:
         For each of `loss`, `rewards/margins`, `rewards/accuracies`, `rewards/chosen`,
@@ -292,7 +297,8 @@ def train_dpo(
         **trainer_defaults(model, seed, gradient_checkpointing, disable_tqdm, checkpoint_dir,
                            cfg.save_steps),
     )
-    trainer = lora_trainer(WeightedDPOTrainer, model, args, dataset, processor, cfg.lora, progress)
+    extra = {"ref_model": ref_model} if ref_model is not None else {}
+    trainer = lora_trainer(WeightedDPOTrainer, model, args, dataset, processor, cfg.lora, progress, **extra)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     seconds, logs = run_trainer(trainer)
     finish_adapter(trainer.model, model, out, merge=merge)

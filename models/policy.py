@@ -256,13 +256,14 @@ def library_deprecations_hidden() -> Iterator[None]:
 
 
 def lora_trainer(trainer_class: type, model: Any, args: Any, dataset: Any, processor: Any, lora: Any,
-                 progress: Progress | None) -> Any:
+                 progress: Progress | None, **extra: Any) -> Any:
     """A TRL trainer (SFTTrainer, DPOTrainer or a subclass) that injects a LoRA adapter of
-    `lora` (config.LoraConfig) into `model`, reporting to `progress`."""
+    `lora` (config.LoraConfig) into `model`, reporting to `progress`; `extra` goes to the
+    trainer as is (DPO's `ref_model`)."""
     with library_deprecations_hidden():
         return trainer_class(model=model, args=args, train_dataset=dataset, processing_class=processor,
                              peft_config=peft_lora_config(model, lora),
-                             callbacks=[ProgressReporter(progress)] if progress else None)
+                             callbacks=[ProgressReporter(progress)] if progress else None, **extra)
 
 
 def run_trainer(trainer: Any) -> tuple[float, list[dict[str, Any]]]:

@@ -1,4 +1,5 @@
-"""Task: weighted LoRA DPO of iteration t on pi_{t-1} (stage 5)."""
+"""Task: weighted LoRA DPO of iteration t on pi_{t-1} (stage 5), against pi_{t-1} or pi_0
+(`dpo.reference`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from data.records import read_records
 from data.schema import METRICS_FILE, PAIRS_FILE, POOL_FILE
-from infra.common import load_policy, log, progress_logger, stage_task
+from infra.common import adapter_paths, load_policy, log, progress_logger, stage_task
 from infra.store import drop_partial, partial_dir, produce, write_json
 from models.dpo import train_dpo
 from infra.launch import launch
@@ -30,9 +31,13 @@ def build_dpo(cfg_dict: dict, base: dict, chain: list[dict], pairs: dict, world:
     if not prefs:  # the policy stays pi_{t-1}; the flow logs why
         write_json(out / METRICS_FILE, {"skipped": "curation kept no preference pairs"})
         return {"skipped": True, "metrics": {}}
+    ref_model = None
+    if cfg.dpo.reference == "initial" and adapter_paths(chain) != adapter_paths(chain[:1]):
+        # pi_0, stage 1's adapter alone (in iteration 1, or after skipped iterations, pi_{t-1} is pi_0)
+        ref_model, _ = load_policy(cfg, base, chain[:1])
     metrics = train_dpo(model, processor, prefs, cfg.dpo, out / "adapter", cfg.seed,
                         progress_logger("dpo"), gradient_checkpointing=cfg.model.gradient_checkpointing,
-                        checkpoint_dir=partial_dir(STAGE, key) if key else None)
+                        checkpoint_dir=partial_dir(STAGE, key) if key else None, ref_model=ref_model)
     write_json(out / METRICS_FILE, metrics)
     return {"metrics": metrics}
 

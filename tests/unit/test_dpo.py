@@ -186,6 +186,30 @@ def test_two_steps_change_every_lora_parameter_and_nothing_else(tokenizer, pairs
     assert os.path.isfile(tmp_path / "a" / "adapter_model.safetensors")
 
 
+def test_a_reference_model_is_what_the_rewards_are_measured_against(tokenizer, pairs, tmp_path):
+    """`ref_model` (dpo.reference=initial): with a copy of the policy the first step is the
+    default's, rewards exactly 0; with another model the same first batch has the log-ratios
+    of policy against that model, and the reference itself is never trained."""
+    cfg = DPOConfig(max_steps=1, batch_size=4, learning_rate=1e-3)
+    runs = {}
+    for name in ("none", "copy", "other"):
+        model, processor = build_tiny_llava(tokenizer, seed=0)
+        ref = {"none": None, "copy": copy.deepcopy(model),
+               "other": build_tiny_llava(tokenizer, seed=1)[0]}[name]
+        ref_before = None if ref is None else {n: p.detach().clone() for n, p in ref.named_parameters()}
+        logs = []
+        train_dpo(model, processor, pairs, cfg, tmp_path / name, seed=0,
+                  progress=lambda s, t, d: logs.append(d), merge=False, ref_model=ref)
+        runs[name] = logs[0]
+        if ref is not None:
+            for n, p in ref.named_parameters():
+                assert torch.equal(p, ref_before[n]), f"reference parameter {n} changed"
+    for key in ("rewards/chosen", "rewards/rejected"):
+        assert runs["none"][key] == 0.0 and runs["copy"][key] == 0.0, key
+        assert abs(runs["other"][key]) > 1e-3, key  # another model: another reference
+    assert runs["copy"]["loss"] == pytest.approx(runs["none"]["loss"], rel=1e-5)
+
+
 def test_unweighted_mode_is_stock_trl(tokenizer, pairs, tmp_path):
     model, processor = build_tiny_llava(tokenizer, seed=0)
     cfg = DPOConfig(max_steps=1, batch_size=4, use_pair_weights=False, loss_type=["sigmoid"])
