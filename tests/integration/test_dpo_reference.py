@@ -3,8 +3,6 @@ the default) or pi_0 (initial), through the stage's own build function on the ti
 
 from __future__ import annotations
 
-import pytest
-
 from data.config import load_config
 from data.records import read_records, write_records
 from infra.refs import base_ref
@@ -14,13 +12,10 @@ SMALL = ["model.device=cpu", "data.n_rationale=32", "data.n_pool=16", "rationale
          "rationale_sft.batch_size=8", "dpo.batch_size=4", "dpo.learning_rate=1e-2"]
 
 
-@pytest.fixture
-def state(tmp_path, monkeypatch):
+def test_iteration_two_is_measured_against_the_reference_the_config_names(tmp_path, monkeypatch):
     monkeypatch.setenv("SRC_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path
+    state = tmp_path
 
-
-def test_iteration_two_is_measured_against_the_reference_the_config_names(state):
     def cfg(*over: str) -> dict:
         return load_config("configs/smoke.yaml", [*SMALL, *over]).model_dump(mode="json")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,14 +26,19 @@ def _mlflow_server(port: int, root: Path) -> subprocess.Popen:
                              "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # ready = its /health answers, not its port open: under load the port accepts connections
+    # seconds before the app answers, and `src run`'s 3 s reachability check then times out
     deadline = time.time() + 90
     while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:  # refused, reset or timed out (URLError is an OSError)
+            pass
         time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGKILL)
-    raise RuntimeError("mlflow server did not start in 90 s")
+    raise RuntimeError("mlflow server did not answer /health in 90 s")
 
 
 def test_mlflow_down_mid_run_loses_nothing_and_the_next_run_logs_it_all(base_model, tmp_path):
